@@ -1,0 +1,69 @@
+"""The ``weyl`` command: a thin dispatcher over subcommands.
+
+Each subcommand lives in its own module with ``main(argv: list[str]) -> int``; adding one is
+one entry in :data:`COMMANDS`. Modules are imported only when their command runs, so
+``weyl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# name → (module path, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": (
+        "weyl.train.cli",
+        "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
+    ),
+}
+
+
+def set_offline_defaults() -> None:
+    """Nothing reaches the network unless the user opted in by setting these themselves."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def usage() -> str:
+    """Top-level help text listing the subcommands."""
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        "usage: weyl <command> [args...]",
+        "",
+        "Train Transformers without learning-rate warmup (AdamW², spectral diagnostics, recipes).",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "Run `weyl <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``weyl`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from weyl import __version__
+
+        print(f"weyl {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(
+            f"weyl: unknown command '{name}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr
+        )
+        return 2
+    set_offline_defaults()
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

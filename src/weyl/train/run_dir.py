@@ -1,0 +1,100 @@
+"""The run directory: one per run, shared by every rank, written by rank 0 only.
+
+Layout: ``config.yaml`` (the fully resolved config), ``command.txt`` (the command line of the
+latest launch; ``commands.log`` keeps every launch), ``meta.json`` (package version, git
+commit, host, world size), plus what the trainer adds (``metrics.jsonl``, ``checkpoints/``,
+``status.json``). A relaunch with a different config keeps the previous one as
+``config.<n>.yaml`` so nothing the user saved is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import weyl
+
+
+def git_commit(path: Path | None = None) -> str:
+    """Commit of the weyl source tree (with ``-dirty`` when modified), or ``unknown``."""
+    where = path or Path(weyl.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _preserve_previous_config(path: Path, new_text: str) -> None:
+    if not path.exists() or path.read_text() == new_text:
+        return
+    n = 1
+    while (kept := path.with_name(f"config.{n}.yaml")).exists():
+        n += 1
+    os.replace(path, kept)
+
+
+def prepare_run_dir(
+    run_dir: str | Path,
+    resolved: dict[str, Any],
+    argv: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Create the run directory and record config, command line, version and commit (rank 0)."""
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return root
+    config_text = yaml.safe_dump(resolved, sort_keys=False)
+    config_path = root / "config.yaml"
+    _preserve_previous_config(config_path, config_text)
+    _atomic_write(config_path, config_text)
+    command = shlex.join(argv)
+    _atomic_write(root / "command.txt", command + "\n")
+    with open(root / "commands.log", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command}\n")
+    import torch
+
+    meta = {
+        "weyl_version": weyl.__version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+    _atomic_write(root / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return root
