@@ -1,0 +1,98 @@
+"""Swin-S / Swin-B (and tiny twins) as timm ``SwinTransformer``s, plus their attention view.
+
+timm's Swin matches the original (Liu et al. 2021) parameter for parameter (Swin-S:
+49,606,258 for 1000 classes). ``init``: "timm" keeps timm's init; "xavier" /
+"trunc_xavier" re-initialise every Linear weight. The view also covers Flatten-Swin, which
+is a timm Swin whose linear-attention stages hold :class:`FocusedLinearAttention`.
+"""
+
+from __future__ import annotations
+
+from timm.models.swin_transformer import SwinTransformer
+from torch import nn
+
+from weyl.config.schema import SwinModelConfig
+from weyl.models.attention_view import AttentionLayerView, register_view
+from weyl.models.flatten_attention import FocusedLinearAttention
+from weyl.models.timm_views import timm_block_view
+from weyl.models.weight_init import XAVIER_INITS, reinit_linears
+
+SWIN_INITS = ("timm", *XAVIER_INITS)
+
+
+def check_swin_config(cfg: SwinModelConfig) -> None:
+    """Raise ValueError naming the key when ``cfg`` cannot describe a Swin."""
+    if cfg.init not in SWIN_INITS:
+        raise ValueError(f"model.init={cfg.init!r} is not one of {SWIN_INITS}")
+    if len(cfg.depths) != len(cfg.num_heads):
+        raise ValueError(
+            f"model.depths ({len(cfg.depths)} stages) and model.num_heads "
+            f"({len(cfg.num_heads)}) must have one entry per stage"
+        )
+    reduction = cfg.patch_size * 2 ** (len(cfg.depths) - 1)
+    if cfg.img_size % reduction != 0:
+        raise ValueError(
+            f"model.img_size={cfg.img_size} must be a multiple of patch_size·2^(stages-1)"
+            f"={reduction}"
+        )
+    for i, heads in enumerate(cfg.num_heads):
+        width = cfg.embed_dim * 2**i
+        if width % heads != 0:
+            raise ValueError(
+                f"model.num_heads[{i}]={heads} must divide the stage width {width} "
+                "(model.embed_dim·2^stage)"
+            )
+
+
+def swin_kwargs(cfg: SwinModelConfig) -> dict[str, object]:
+    """Constructor arguments of timm's SwinTransformer shared by Swin and Flatten-Swin."""
+    return {
+        "img_size": cfg.img_size,
+        "patch_size": cfg.patch_size,
+        "in_chans": cfg.in_chans,
+        "num_classes": cfg.num_classes,
+        "embed_dim": cfg.embed_dim,
+        "depths": tuple(cfg.depths),
+        "num_heads": tuple(cfg.num_heads),
+        "mlp_ratio": cfg.mlp_ratio,
+        "drop_path_rate": cfg.drop_path_rate,
+    }
+
+
+def build_swin(cfg: SwinModelConfig) -> SwinTransformer:
+    """A timm SwinTransformer with the dimensions of ``cfg``."""
+    check_swin_config(cfg)
+    model = SwinTransformer(window_size=cfg.window_size, **swin_kwargs(cfg))
+    if cfg.init in XAVIER_INITS:
+        reinit_linears(model, cfg.init)
+    return model
+
+
+def swin_attention_views(model: nn.Module) -> list[AttentionLayerView]:
+    """One view per Swin block across all stages, in depth order.
+
+    Softmax window attention has ``kind="window_softmax"`` and captures
+    ``(B·windows, H, N_win, N_win)``; Flatten's focused linear attention has ``kind="linear"``
+    and captures its implicit normalised map (see :class:`FocusedLinearAttention`).
+    """
+    views = []
+    for s, stage in enumerate(model.layers):
+        for j, block in enumerate(stage.blocks):
+            linear = isinstance(block.attn, FocusedLinearAttention)
+            views.append(
+                timm_block_view(
+                    len(views),
+                    f"layers.{s}.blocks.{j}.attn",
+                    block,
+                    kind="linear" if linear else "window_softmax",
+                    extra={
+                        "stage": s,
+                        "window_size": tuple(block.window_size),
+                        "shift_size": tuple(block.shift_size),
+                    },
+                )
+            )
+    return views
+
+
+register_view(lambda m: isinstance(m, SwinTransformer), swin_attention_views)

@@ -1,0 +1,59 @@
+"""ViT-B/16, ViT-L/16, ViT-g/14 (and tiny twins) as timm ``VisionTransformer``s.
+
+Built from explicit dimensions with ``pretrained=False`` semantics (the constructor never
+touches the network). timm's defaults are kept (class token, learned positions, qkv bias,
+pre-LN, GELU MLP); ``drop_path_rate`` is the stochastic depth of Table 2. ``init``: "timm"
+keeps timm's own init (trunc-normal 0.02), "xavier" / "trunc_xavier" re-initialise every
+Linear weight after construction (Table 2: ViT uses "Truncated Xavier").
+"""
+
+from __future__ import annotations
+
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from weyl.config.schema import ViTModelConfig
+from weyl.models.attention_view import AttentionLayerView, register_view
+from weyl.models.timm_views import timm_block_view
+from weyl.models.weight_init import XAVIER_INITS, reinit_linears
+
+VIT_INITS = ("timm", *XAVIER_INITS)
+
+
+def build_vit(cfg: ViTModelConfig) -> VisionTransformer:
+    """A timm VisionTransformer with the dimensions of ``cfg``."""
+    if cfg.init not in VIT_INITS:
+        raise ValueError(f"model.init={cfg.init!r} is not one of {VIT_INITS}")
+    if cfg.embed_dim % cfg.num_heads != 0:
+        raise ValueError(
+            f"model.embed_dim={cfg.embed_dim} must be divisible by model.num_heads={cfg.num_heads}"
+        )
+    if cfg.img_size % cfg.patch_size != 0:
+        raise ValueError(
+            f"model.img_size={cfg.img_size} must be a multiple of model.patch_size={cfg.patch_size}"
+        )
+    model = VisionTransformer(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        in_chans=cfg.in_chans,
+        num_classes=cfg.num_classes,
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        drop_path_rate=cfg.drop_path_rate,
+    )
+    if cfg.init in XAVIER_INITS:
+        reinit_linears(model, cfg.init)
+    return model
+
+
+def vit_attention_views(model: nn.Module) -> list[AttentionLayerView]:
+    """One view per ViT block, in depth order."""
+    return [
+        timm_block_view(i, f"blocks.{i}.attn", block, kind="softmax")
+        for i, block in enumerate(model.blocks)
+    ]
+
+
+register_view(lambda m: isinstance(m, VisionTransformer), vit_attention_views)
