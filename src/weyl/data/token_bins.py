@@ -1,0 +1,157 @@
+"""The on-disk token format: ``train.bin`` / ``val.bin`` (flat uint16 memmaps) + ``meta.json``.
+
+Same layout as nanoGPT's prepare scripts. Writes are crash-safe: each file is written under a
+temporary name, fsynced and renamed into place, and ``meta.json`` is written last, so its
+presence (with token counts matching the file sizes) means the set is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOKEN_DTYPE = np.uint16
+FORMAT = "weyl-tokens-v1"
+SPLITS = ("train", "val")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: Path) -> Path:
+    # Unique per writer, so concurrent preparers of the same set never share a partial file.
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_token_file(
+    path: str | os.PathLike[str],
+    chunks: Iterable[np.ndarray],
+    total: int,
+    *,
+    progress: str | None = None,
+) -> int:
+    """Write ``total`` tokens from ``chunks`` to a uint16 memmap at ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    bar = None
+    if progress is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=progress, unit="tok", unit_scale=True, leave=False)
+    try:
+        arr = np.memmap(tmp, dtype=TOKEN_DTYPE, mode="w+", shape=(max(total, 1),))
+        idx = 0
+        for chunk in chunks:
+            chunk = np.asarray(chunk)
+            if chunk.size and (chunk.min() < 0 or chunk.max() > np.iinfo(TOKEN_DTYPE).max):
+                raise ValueError(f"token ids outside uint16 while writing {path}")
+            if idx + chunk.size > total:
+                raise ValueError(f"more tokens than announced ({total}) while writing {path}")
+            arr[idx : idx + chunk.size] = chunk
+            idx += chunk.size
+            if bar is not None:
+                bar.update(chunk.size)
+        if idx != total:
+            raise ValueError(f"wrote {idx} tokens to {path}, expected {total}")
+        arr.flush()
+        del arr
+        if total == 0:
+            os.truncate(tmp, 0)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if bar is not None:
+            bar.close()
+        if tmp.exists():
+            tmp.unlink()
+    return total
+
+
+def write_meta(out_dir: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
+    """Write ``meta.json`` atomically (the completion marker of a prepared set)."""
+    path = Path(out_dir) / "meta.json"
+    tmp = _temp_name(path)
+    with open(tmp, "w") as f:
+        json.dump({"format": FORMAT, "dtype": "uint16", **meta}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def read_meta(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``meta.json`` of a prepared set, checked against the bin sizes (ValueError if not)."""
+    out_dir = Path(out_dir)
+    with open(out_dir / "meta.json") as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{out_dir / 'meta.json'} is not a weyl token set (format {meta.get('format')!r})"
+        )
+    for split in SPLITS:
+        expected = int(meta["splits"][split]["tokens"])
+        path = out_dir / f"{split}.bin"
+        actual = path.stat().st_size // np.dtype(TOKEN_DTYPE).itemsize if path.exists() else -1
+        if actual != expected:
+            raise ValueError(
+                f"{path} holds {actual} tokens but meta.json says {expected}: incomplete or corrupt, "
+                "prepare it again with --force"
+            )
+    return meta
+
+
+def is_prepared(out_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``out_dir`` holds a complete, size-consistent token set."""
+    try:
+        read_meta(out_dir)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def open_tokens(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read-only uint16 memmap of a token file (an empty array for an empty file)."""
+    if os.path.getsize(path) == 0:
+        return np.zeros(0, dtype=TOKEN_DTYPE)
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_partial(out_dir: str | os.PathLike[str]) -> int:
+    """Remove temporary files left by interrupted preparations (dead writers only)."""
+    out_dir = Path(out_dir)
+    removed = 0
+    if out_dir.is_dir():
+        for tmp in out_dir.glob(".*.tmp"):
+            parts = tmp.name.split(".")
+            pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+            # A live writer (another process preparing the same set) keeps its file.
+            if pid is not None and pid != os.getpid() and _pid_alive(pid):
+                continue
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
