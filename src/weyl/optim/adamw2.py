@@ -1,0 +1,145 @@
+"""AdamW² (Algorithm 1 of "Taming Transformer Without Using Learning Rate Warmup").
+
+Per tensor W at step t, with α_t = ``group["lr"]`` (whatever a scheduler set)::
+
+    M_t = β₁M + (1−β₁)G,   V_t = β₂V + (1−β₂)G²,   M̂ = M_t/(1−β₁ᵗ),   V̂ = V_t/(1−β₂ᵗ)
+    ΔW  = M̂ / (√V̂ + ε)                      # ε outside the root, as torch.optim.AdamW
+    α   = min(α_t, τ·max(σ̂₁(W_{t−1}), sigma_floor)/σ̂₁(ΔW))     # see weyl.optim.weyl_clip
+    W_t = W_{t−1} − α·ΔW − α·λ·W_{t−1}        # decoupled decay with the clipped α
+
+Default ``tau=0.01``: the paper's GPT-S/L value (Table 2b); its ViT recipes use 0.004/0.003 and
+Swin 0.004. ``tau=None`` or ``inf`` in a group reproduces ``torch.optim.AdamW`` for that group
+(same foreach arithmetic, no power iteration). ``power_iters`` full power iterations per
+step on each of W and ΔW, warm-started from the previous step (20 on a tensor's first step).
+σ₁ of each parameter kind follows :mod:`weyl.optim.spectral_norm`. The arithmetic is
+``torch._foreach_*`` over all tensors of a group and device; the clip factors are computed as
+tensors, with no host synchronisation.
+
+Works under DDP (bitwise identical ranks: all inputs are identical and no randomness is
+drawn from the global RNG) and under FSDP2 ``fully_shard`` (σ₁ of the full logical matrix
+via distributed power iteration, see :mod:`weyl.optim.spectral_norm`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from weyl.optim.spectral_norm import local_tensor, shard_layout
+from weyl.optim.weyl_clip import DEFAULT_SIGMA_FLOOR, DEFAULT_TAU, SpectrallyClippedOptimizer
+
+
+class AdamW2(SpectrallyClippedOptimizer):
+    """AdamW with the per-tensor spectral LR clip of Algorithm 1 (a plain torch Optimizer)."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        tau: float | None = DEFAULT_TAU,
+        power_iters: int = 1,
+        sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+    ) -> None:
+        if not lr >= 0:
+            raise ValueError(f"lr={lr}: must be ≥ 0")
+        if not eps >= 0:
+            raise ValueError(f"eps={eps}: must be ≥ 0")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas={tuple(betas)}: each must be in [0, 1)")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay={weight_decay}: must be ≥ 0")
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            tau=tau,
+            power_iters=power_iters,
+            sigma_floor=sigma_floor,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One AdamW² step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            by_device: dict[torch.device, list[int]] = defaultdict(list)
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError("AdamW2 does not support sparse gradients")
+                by_device[local_tensor(p).device].append(pi)
+            for indices in by_device.values():
+                self._step_bucket(gi, group, indices)
+        return loss
+
+    def _step_bucket(self, gi: int, group: dict[str, Any], indices: list[int]) -> None:
+        params = [group["params"][pi] for pi in indices]
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        weights = [local_tensor(p) for p in params]
+        grads = [local_tensor(p.grad) for p in params]
+        exp_avgs = [local_tensor(self.state[p]["exp_avg"]) for p in params]
+        exp_avg_sqs = [local_tensor(self.state[p]["exp_avg_sq"]) for p in params]
+        steps = [self.state[p]["step"] for p in params]
+
+        torch._foreach_add_(steps, 1.0)
+        # Steps live on the CPU (as in torch.optim.AdamW): reading them syncs no device.
+        step_values = torch.stack(steps).tolist()
+        bc1 = [1 - beta1**s for s in step_values]
+        bc2_sqrt = [(1 - beta2**s) ** 0.5 for s in step_values]
+
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, eps)
+
+        tau = group["tau"]
+        if tau is None or not math.isfinite(tau):
+            # torch.optim.AdamW's own arithmetic, op for op.
+            self._clipped_lrs(gi, group, indices, params, weights, denom, None, [])
+            if wd != 0:
+                torch._foreach_mul_(weights, 1 - lr * wd)
+            torch._foreach_addcdiv_(weights, exp_avgs, denom, [(lr / b) * -1 for b in bc1])
+            return
+
+        # m/(√v̂+ε); the true ΔW is that divided by (1−β₁ᵗ), folded into the σ̂ and the step.
+        directions = torch._foreach_div(exp_avgs, denom)
+        device = weights[0].device
+        scale = torch.tensor([1 / b for b in bc1], dtype=torch.float32).to(device)
+        layouts = [shard_layout(p) for p in params]
+        lr_eff = self._clipped_lrs(gi, group, indices, params, weights, directions, scale, layouts)
+        assert lr_eff is not None
+        if device.type == "cpu":
+            # On the CPU one list read is a memcpy (no device to wait for) and lets the update
+            # use torch's scalar-list kernels: the same passes as torch.optim.AdamW.
+            alphas = lr_eff.tolist()
+            if wd != 0:
+                torch._foreach_mul_(weights, [1 - a * wd for a in alphas])
+            torch._foreach_addcdiv_(weights, exp_avgs, denom, [-a / b for a, b in zip(alphas, bc1)])
+            return
+        # Accelerators: per-tensor factors stay on the device, no host synchronisation.
+        if wd != 0:
+            torch._foreach_mul_(weights, list((1 - lr_eff * wd).unbind(0)))
+        torch._foreach_mul_(directions, list((-lr_eff * scale).unbind(0)))
+        torch._foreach_add_(weights, directions)

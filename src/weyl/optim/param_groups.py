@@ -1,0 +1,97 @@
+"""Parameter groups (weight-decay rules) and the optimizer factory.
+
+No weight decay for: tensors with ``ndim ≤ 1`` (LayerNorm/RMSNorm gains and biases, 1-D
+tokens), names ending in ``.bias``, and names in any ``no_weight_decay()`` set that the model
+or one of its submodules returns (timm: ``pos_embed``, ``cls_token``,
+``relative_position_bias_table``, ...). A name matches an entry when it equals it, matches it
+as an ``fnmatch`` pattern (timm's rule), or ends with ``.`` + entry (so a submodule's entries
+and a wrapped model's names still match). Names are stripped of DDP's ``module.`` and
+``torch.compile``'s ``_orig_mod.`` components, so they are the same however the model is
+wrapped.
+
+When to call :func:`build_optimizer`: with DDP, either side of wrapping (DDP keeps the
+parameter objects). With FSDP2, *after* ``fully_shard``: it swaps every parameter for a
+DTensor, and an optimizer built before would step the discarded originals.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+from torch import nn
+
+from weyl.config.schema import OptimConfig
+from weyl.optim.adamw2 import AdamW2
+from weyl.optim.sgdw2 import SGDW2
+
+OPTIMIZER_NAMES = ("adamw", "adamw2", "sgd", "sgdw2")
+_WRAPPER_PARTS = {"module", "_orig_mod"}
+
+
+def clean_param_name(name: str) -> str:
+    """``name`` without DDP/compile wrapper components (``module.``, ``_orig_mod.``)."""
+    return ".".join(part for part in name.split(".") if part not in _WRAPPER_PARTS)
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Entries of every ``no_weight_decay()`` in the model, prefixed with their module path."""
+    out: set[str] = set()
+    for path, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if not callable(fn):
+            continue
+        prefix = clean_param_name(path)
+        for entry in fn():
+            out.add(f"{prefix}.{entry}" if prefix else entry)
+    return out
+
+
+def _matches(name: str, entries: set[str]) -> bool:
+    return any(name == e or name.endswith("." + e) or fnmatch.fnmatchcase(name, e) for e in entries)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """``[decay group, no-decay group]`` (empty ones dropped), each with ``param_names``."""
+    skip = no_weight_decay_names(model)
+    decay: tuple[list, list] = ([], [])
+    no_decay: tuple[list, list] = ([], [])
+    for raw_name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        name = clean_param_name(raw_name)
+        exempt = p.ndim <= 1 or name.endswith(".bias") or _matches(name, skip)
+        target = no_decay if exempt else decay
+        target[0].append(p)
+        target[1].append(name)
+    groups = []
+    for (params, names), wd in ((decay, weight_decay), (no_decay, 0.0)):
+        if params:
+            groups.append({"params": params, "param_names": names, "weight_decay": wd})
+    if not groups:
+        raise ValueError("build_optimizer: the model has no parameters with requires_grad=True")
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``cfg.name`` over ``model``'s decay/no-decay param groups."""
+    groups = param_groups(model, cfg.weight_decay)
+    betas = tuple(cfg.betas)
+    if len(betas) != 2:
+        raise ValueError(f"optim.betas={list(cfg.betas)}: give two values, e.g. [0.9, 0.95]")
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
+    if cfg.name == "adamw2":
+        return AdamW2(
+            groups, lr=cfg.lr, betas=betas, eps=cfg.eps, tau=cfg.tau, power_iters=cfg.power_iters
+        )
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
+    if cfg.name == "sgdw2":
+        return SGDW2(
+            groups, lr=cfg.lr, momentum=cfg.momentum, tau=cfg.tau, power_iters=cfg.power_iters
+        )
+    raise ValueError(
+        f"optim.name={cfg.name!r} is not a known optimizer; set optim.name to one of "
+        f"{list(OPTIMIZER_NAMES)}"
+    )

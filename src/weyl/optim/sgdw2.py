@@ -1,0 +1,113 @@
+"""SGDW²: SGD with momentum and decoupled weight decay under the Weyl clip.
+
+The same rule as AdamW² (:mod:`weyl.optim.weyl_clip`) on another base optimizer's direction::
+
+    B_t = μ·B_{t−1} + (1−dampening)·G   (B_1 = G, torch.optim.SGD's convention)
+    ΔW  = G + μ·B_t if nesterov else B_t
+    α   = min(α_t, τ·max(σ̂₁(W_{t−1}), sigma_floor)/σ̂₁(ΔW))
+    W_t = W_{t−1} − α·ΔW − α·λ·W_{t−1}
+
+Weight decay is decoupled (SGDW, Loshchilov & Hutter), as in Algorithm 1; with
+``weight_decay=0`` and ``tau=None`` it is ``torch.optim.SGD`` with momentum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from weyl.optim.spectral_norm import local_tensor, shard_layout
+from weyl.optim.weyl_clip import DEFAULT_SIGMA_FLOOR, DEFAULT_TAU, SpectrallyClippedOptimizer
+
+
+class SGDW2(SpectrallyClippedOptimizer):
+    """SGD-momentum with decoupled decay and the per-tensor spectral LR clip."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        tau: float | None = DEFAULT_TAU,
+        power_iters: int = 1,
+        sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+    ) -> None:
+        if not lr >= 0:
+            raise ValueError(f"lr={lr}: must be ≥ 0")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum={momentum}: must be in [0, 1)")
+        if nesterov and (momentum == 0 or dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay={weight_decay}: must be ≥ 0")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            tau=tau,
+            power_iters=power_iters,
+            sigma_floor=sigma_floor,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One SGDW² step over every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            by_device: dict[torch.device, list[int]] = defaultdict(list)
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError("SGDW2 does not support sparse gradients")
+                by_device[local_tensor(p).device].append(pi)
+            for indices in by_device.values():
+                self._step_bucket(gi, group, indices)
+        return loss
+
+    def _step_bucket(self, gi: int, group: dict[str, Any], indices: list[int]) -> None:
+        params = [group["params"][pi] for pi in indices]
+        lr, wd, mu = float(group["lr"]), group["weight_decay"], group["momentum"]
+        weights = [local_tensor(p) for p in params]
+        grads = [local_tensor(p.grad) for p in params]
+        if mu != 0:
+            fresh = [p for p in params if "momentum_buffer" not in self.state[p]]
+            for p in fresh:
+                self.state[p]["momentum_buffer"] = p.grad.detach().clone()
+            bufs = [local_tensor(self.state[p]["momentum_buffer"]) for p in params]
+            fresh_ids = {id(p) for p in fresh}
+            seen = [i for i, p in enumerate(params) if id(p) not in fresh_ids]
+            if seen:
+                sb = [bufs[i] for i in seen]
+                torch._foreach_mul_(sb, mu)
+                torch._foreach_add_(sb, [grads[i] for i in seen], alpha=1 - group["dampening"])
+            directions = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs
+        else:
+            directions = grads
+
+        tau = group["tau"]
+        if tau is None or not math.isfinite(tau):
+            self._clipped_lrs(gi, group, indices, params, weights, directions, None, [])
+            if wd != 0:
+                torch._foreach_mul_(weights, 1 - lr * wd)
+            torch._foreach_add_(weights, directions, alpha=-lr)
+            return
+        layouts = [shard_layout(p) for p in params]
+        lr_eff = self._clipped_lrs(gi, group, indices, params, weights, directions, None, layouts)
+        assert lr_eff is not None
+        if wd != 0:
+            torch._foreach_mul_(weights, list((1 - lr_eff * wd).unbind(0)))
+        torch._foreach_addcmul_(weights, directions, list((-lr_eff).unbind(0)))
