@@ -1,7 +1,7 @@
 """The ``weyl`` command: a thin dispatcher over subcommands.
 
-Each subcommand lives in its own module with ``main(argv: list[str]) -> int``; adding one is
-one entry in :data:`COMMANDS`. Modules are imported only when their command runs, so
+Each subcommand is a function ``main(argv: list[str]) -> int`` named as ``module`` (its
+``main``) or ``module:function``; adding one is one entry in :data:`COMMANDS`. Modules are imported only when their command runs, so
 ``weyl --help`` stays fast.
 """
 
@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     set_offline_defaults()
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, _, function = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, function or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

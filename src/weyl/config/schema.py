@@ -146,7 +146,7 @@ DATA_SCHEMAS: dict[str, type] = {"text": TextDataConfig, "image": ImageDataConfi
 
 @dataclass
 class OptimConfig:
-    # "adamw", "adamw2" (Algorithm 1), "sgd"
+    # "adamw" (torch), "adamw2" (Algorithm 1), "sgd" (torch, momentum), "sgdw2" (SGD-momentum + the clip)
     name: str = "adamw2"
     lr: float = 6e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -226,6 +226,10 @@ class DiagnosticsConfig:
     sec_s: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     # The 15 terms of Fig. 1 (needs a backward pass on the probe batch).
     terms: bool = True
+    # Per-head keys (attn/Lxx/hNN/...) besides the per-layer max/mean; off for very deep models.
+    per_head: bool = True
+    # Probe maps per layer whose SVD gives the effective rank (bounds the cost).
+    rank_samples: int = 4
     # Collapse classifier thresholds (see weyl.diagnostics.collapse).
     entropy_collapse: float = 0.2
     sec_concentrated: float = 0.95

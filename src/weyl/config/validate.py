@@ -29,7 +29,7 @@ class ConfigError(ValueError):
     """A config value that cannot run; the message is one line naming the key."""
 
 
-OPTIMIZERS = ("adamw", "adamw2", "sgd")
+OPTIMIZERS = ("adamw", "adamw2", "sgd", "sgdw2")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")

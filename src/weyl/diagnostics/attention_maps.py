@@ -1,0 +1,43 @@
+"""Statistics of attention probability maps: row entropy and effective rank.
+
+Maps are (..., N_q, N_k) row-stochastic tensors as captured by the attention view; masked
+(causal) entries are exact zeros and contribute 0·log 0 = 0.
+
+Effective rank (Roy & Vetterli, 2007, "The effective rank: a measure of effective
+dimensionality"): with singular values σ_1..σ_r of the map and p_i = σ_i / Σ_j σ_j,
+
+    erank(A) = exp(H(p)) = exp(-Σ_i p_i log p_i),
+
+a continuous rank between 1 (rank one, e.g. every query attends to the same key) and
+min(N_q, N_k) (all singular values equal, e.g. the identity map). The paper's two collapse
+modes differ exactly here: both are sparse (entropy ≈ 0), benign is near-identity
+(erank ≈ N), malignant is low-rank (erank ≪ N).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def attention_entropy(maps: Tensor) -> Tensor:
+    """Mean over query rows of the row entropy -Σ_k a log a (nats): (..., N_q, N_k) → (...)."""
+    if maps.dim() < 2:
+        raise ValueError(f"attention maps must be (..., N_q, N_k); got shape {tuple(maps.shape)}")
+    maps = maps.float()
+    # clamp: rounding (a row summing to 1 + ε) must not report a negative entropy or -0.0
+    return (-torch.xlogy(maps, maps).sum(-1)).clamp_min(0.0).mean(-1)
+
+
+def effective_rank(maps: Tensor) -> Tensor:
+    """Roy–Vetterli effective rank exp(H(σ/Σσ)) of each map: (..., N_q, N_k) → (...).
+
+    NaN for an all-zero map (no singular value mass to normalise).
+    """
+    if maps.dim() < 2:
+        raise ValueError(f"attention maps must be (..., N_q, N_k); got shape {tuple(maps.shape)}")
+    sigma = torch.linalg.svdvals(maps.float())
+    total = sigma.sum(-1, keepdim=True)
+    p = sigma / total.clamp_min(torch.finfo(sigma.dtype).tiny)
+    erank = torch.exp(-torch.xlogy(p, p).sum(-1))
+    return torch.where(total.squeeze(-1) > 0, erank, torch.nan)
