@@ -176,7 +176,7 @@ def test_lr_view_aggregates_per_layer(prefix: str) -> None:
         clipped = float(j % 2)
         report[prefix + name] = {
             "lr": 1e-3,
-            "effective_lr": 1e-3 * (0.5 if clipped else 1.0),
+            "lr_eff": 1e-3 * (0.5 if clipped else 1.0),
             "clipped": clipped,
         }
     got = Diagnostics(model, DiagnosticsConfig(), None).compute(_RecordingOptimizer(report))
@@ -186,7 +186,7 @@ def test_lr_view_aggregates_per_layer(prefix: str) -> None:
             sum(r["clipped"] for r in mine) / len(mine)
         )
         assert got[f"lr/{layer}/effective_mean"] == pytest.approx(
-            sum(r["effective_lr"] for r in mine) / len(mine)
+            sum(r["lr_eff"] for r in mine) / len(mine)
         )
         assert got[f"lr/{layer}/effective_min"] == pytest.approx(5e-4)
         assert got[f"lr/{layer}/scheduled_mean"] == pytest.approx(1e-3)
@@ -205,7 +205,7 @@ def test_lr_view_is_a_no_op_for_plain_optimizers() -> None:
         torch.optim.AdamW(model.parameters())
     )
     assert not any(k.startswith("lr") for k in got)
-    with pytest.raises(ValueError, match="effective_lr"):
+    with pytest.raises(ValueError, match="lr_eff"):
         Diagnostics(model, DiagnosticsConfig(), None).compute(
             _RecordingOptimizer({"tok.weight": {"lr": 1.0, "clipped": 0.0}})
         )
@@ -254,3 +254,23 @@ def test_spectral_report_on_the_project_gpt() -> None:
     entropy = -(a * torch.log(torch.where(a > 0, a, 1.0))).sum(-1).mean((0, 2))
     assert got["attn/L01/entropy_mean"] == pytest.approx(entropy.mean().item(), rel=1e-5)
     assert got["collapse/L01"] == 0.0
+
+
+def test_layer_lr_stats_reads_the_real_adamw2_record():
+    """The optimizer's own lr_report feeds the per-layer LR view (Fig. 15)."""
+    from weyl.config.schema import GPTModelConfig, OptimConfig
+    from weyl.diagnostics import layer_lr_stats
+    from weyl.models import build_model
+    from weyl.models.attention_view import attention_views
+    from weyl.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(GPTModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    opt = build_optimizer(model, OptimConfig(name="adamw2", lr=1.0, tau=0.01))
+    idx = torch.randint(0, 32, (2, 8))
+    model(idx).logsumexp(-1).mean().backward()
+    opt.step()
+    stats = layer_lr_stats(model, opt, attention_views(model))
+    assert stats["lr/L00/scheduled_mean"] == pytest.approx(1.0)
+    # lr=1 with tau=0.01 clips every matrix: the effective LR is far below the schedule.
+    assert stats["lr/L00/clip_rate"] > 0.5 and stats["lr/L00/effective_mean"] < 0.5

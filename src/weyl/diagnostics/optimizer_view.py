@@ -3,7 +3,7 @@
 AdamW² records, per parameter name, the scheduled LR, the LR it actually applied after the
 spectral clip of Algorithm 1 (lines 7–8) and whether the clip fired:
 
-    optimizer.lr_report() -> {param_name: {"lr": float, "effective_lr": float, "clipped": 0/1}}
+    optimizer.lr_report() -> {param_name: {"lr": float, "lr_eff": float, "clipped": 0/1}}
 
 :func:`layer_lr_stats` maps those names onto attention layers (a parameter belongs to layer
 ``Lxx`` when it lives in that view's ``block``) and averages per layer. Parameters outside
@@ -21,7 +21,7 @@ from weyl.models.attention_view import AttentionLayerView, unwrap_model
 
 # Wrapper prefixes that the optimizer's names may carry and the unwrapped model's do not.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-REQUIRED_FIELDS = ("lr", "effective_lr", "clipped")
+REQUIRED_FIELDS = ("lr", "lr_eff", "clipped")
 
 
 def _canonical(name: str) -> str:
@@ -83,7 +83,7 @@ def layer_lr_stats(
     everything = [r for records in grouped.values() for r in records]
     for layer, records in [*sorted(grouped.items()), ("all", everything)]:
         key = "lr" if layer == "all" else f"lr/{layer}"
-        effective = [float(r["effective_lr"]) for r in records]
+        effective = [float(r["lr_eff"]) for r in records]
         out[f"{key}/scheduled_mean"] = fmean(float(r["lr"]) for r in records)
         out[f"{key}/effective_mean"] = fmean(effective)
         out[f"{key}/effective_min"] = min(effective)
