@@ -65,9 +65,11 @@ def test_effective_lr_matches_exact_spectral_ratio():
     assert checked >= len(names) // 2  # the clip is really active in this test
 
 
-def test_batched_matches_plain_loop_reference_over_100_steps():
+# wd > 0 applies decay and step as one folded lerp; wd = 0 takes the plain add path.
+@pytest.mark.parametrize("wd", [0.1, 0.0])
+def test_batched_matches_plain_loop_reference_over_100_steps(wd):
     a, b = _model(), _model()
-    kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, tau=0.003)
+    kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=wd, tau=0.003)
     ours = AdamW2(a.parameters(), power_iters=3, sigma_floor=1e-2, **kw)
     ref = ReferenceAdamW2(b.parameters(), sigma_floor=1e-2, **kw)
     fired_ref = fired_ours = 0
@@ -198,3 +200,16 @@ def test_initial_vectors_ignore_global_rng():
 def test_bad_arguments_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         AdamW2(_model().parameters(), **kwargs)
+
+
+def test_cpu_scratch_is_reused_and_stays_out_of_the_state_dict():
+    model = _model()
+    opt = AdamW2(model.parameters(), lr=1e-2, tau=0.01)
+    _train(model, opt, 1)
+    scratch = dict(opt._scratch)
+    _train(model, opt, 2, start=1)
+    assert opt.scratch_bytes() == sum(p.numel() * 4 for p in model.parameters())
+    assert all(opt._scratch[k][1] is buf for k, (_, buf) in scratch.items())  # no realloc
+    keys = {k for st in opt.state_dict()["state"].values() for k in st}
+    assert keys == {"step", "exp_avg", "exp_avg_sq", "sigma_vec_weight", "sigma_vec_update"}
+    assert AdamW2(model.parameters(), tau=None).scratch_bytes() == 0

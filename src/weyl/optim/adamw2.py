@@ -15,6 +15,13 @@ step on each of W and ΔW, warm-started from the previous step (20 on a tensor's
 ``torch._foreach_*`` over all tensors of a group and device; the clip factors are computed as
 tensors, with no host synchronisation.
 
+Passes over memory: ΔW is formed as ``(c/b₁)·m/(√v + c·ε)`` (c = √(1−β₂ᵗ), b₁ = 1−β₁ᵗ; one pass
+fewer than torch's ``√v/c + ε``) in the square-root buffer itself, pre-scaled to ``−ΔW/λ`` so
+that decay and step are one ``lerp``; σ̂₁ is then read off that buffer. On CPU that buffer is
+kept per parameter between steps (not in the state dict: +50% over AdamW's m and v, the size of
+the buffer torch's AdamW allocates inside each step, so peak memory is equal), since a fresh
+allocation page-faults every step; on accelerators it is allocated per step.
+
 Works under DDP (bitwise identical ranks: all inputs are identical and no randomness is
 drawn from the global RNG) and under FSDP2 ``fully_shard`` (σ₁ of the full logical matrix
 via distributed power iteration, see :mod:`weyl.optim.spectral_norm`).
@@ -23,14 +30,19 @@ via distributed power iteration, see :mod:`weyl.optim.spectral_norm`).
 from __future__ import annotations
 
 import math
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from weyl.optim.spectral_norm import local_tensor, shard_layout
 from weyl.optim.weyl_clip import DEFAULT_SIGMA_FLOOR, DEFAULT_TAU, SpectrallyClippedOptimizer
+
+# Below this weight decay −ΔW/λ could overflow fp32/bf16: decay and step are applied apart.
+_MIN_FOLDED_DECAY = 1e-20
 
 
 class AdamW2(SpectrallyClippedOptimizer):
@@ -110,36 +122,78 @@ class AdamW2(SpectrallyClippedOptimizer):
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, bc2_sqrt)
-        torch._foreach_add_(denom, eps)
 
         tau = group["tau"]
         if tau is None or not math.isfinite(tau):
             # torch.optim.AdamW's own arithmetic, op for op.
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denom, bc2_sqrt)
+            torch._foreach_add_(denom, eps)
             self._clipped_lrs(gi, group, indices, params, weights, denom, None, [])
             if wd != 0:
                 torch._foreach_mul_(weights, 1 - lr * wd)
             torch._foreach_addcdiv_(weights, exp_avgs, denom, [(lr / b) * -1 for b in bc1])
             return
 
-        # m/(√v̂+ε); the true ΔW is that divided by (1−β₁ᵗ), folded into the σ̂ and the step.
-        directions = torch._foreach_div(exp_avgs, denom)
+        # ΔW = m̂/(√v̂+ε) = (c/b₁)·m/(√v + c·ε) with c = √(1−β₂ᵗ), b₁ = 1−β₁ᵗ: adding c·ε
+        # replaces torch's division of the denominator by c, saving one pass. ΔW is then
+        # materialised in the denominator's own buffer (no second allocation), pre-scaled by
+        # k so that the update is a single lerp that also applies the weight decay:
+        #   W + αλ·(−ΔW/λ − W) = (1 − αλ)·W − α·ΔW.
+        fold = wd > _MIN_FOLDED_DECAY
+        ks = [(b2 / b1) * (-1 / wd if fold else 1.0) for b1, b2 in zip(bc1, bc2_sqrt)]
+        if weights[0].device.type == "cpu":
+            # CPU allocators hand big blocks back to the OS: a fresh buffer would page-fault
+            # every step (measured ~15% of a whole AdamW step), so one is kept per parameter.
+            updates = [self._update_buffer(p, v) for p, v in zip(params, exp_avg_sqs)]
+            for v, u in zip(exp_avg_sqs, updates):
+                torch.sqrt(v, out=u)
+        else:
+            updates = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(updates, [b2 * eps for b2 in bc2_sqrt])
+        for m, u, k in zip(exp_avgs, updates, ks):
+            torch.addcdiv(_zero(u), m, u, value=k, out=u)
         device = weights[0].device
-        scale = torch.tensor([1 / b for b in bc1], dtype=torch.float32).to(device)
+        # updates = −ΔW/λ (folded) or ΔW: σ̂₁(ΔW) = λ·σ̂₁(updates) or σ̂₁(updates).
+        scale = torch.full((len(ks),), wd if fold else 1.0, dtype=torch.float32, device=device)
         layouts = [shard_layout(p) for p in params]
-        lr_eff = self._clipped_lrs(gi, group, indices, params, weights, directions, scale, layouts)
+        lr_eff = self._clipped_lrs(gi, group, indices, params, weights, updates, scale, layouts)
         assert lr_eff is not None
         if device.type == "cpu":
             # On the CPU one list read is a memcpy (no device to wait for) and lets the update
-            # use torch's scalar-list kernels: the same passes as torch.optim.AdamW.
+            # use torch's scalar-list kernels.
             alphas = lr_eff.tolist()
-            if wd != 0:
-                torch._foreach_mul_(weights, [1 - a * wd for a in alphas])
-            torch._foreach_addcdiv_(weights, exp_avgs, denom, [-a / b for a, b in zip(alphas, bc1)])
+            if fold:
+                torch._foreach_lerp_(weights, updates, [a * wd for a in alphas])
+            else:
+                for w, u, a in zip(weights, updates, alphas):
+                    w.add_(u, alpha=-a)
             return
         # Accelerators: per-tensor factors stay on the device, no host synchronisation.
-        if wd != 0:
-            torch._foreach_mul_(weights, list((1 - lr_eff * wd).unbind(0)))
-        torch._foreach_mul_(directions, list((-lr_eff * scale).unbind(0)))
-        torch._foreach_add_(weights, directions)
+        if fold:
+            torch._foreach_lerp_(weights, updates, list((lr_eff * wd).unbind(0)))
+        else:
+            torch._foreach_mul_(updates, list((-lr_eff).unbind(0)))
+            torch._foreach_add_(weights, updates)
+
+    def _update_buffer(self, p: Tensor, like: Tensor) -> Tensor:
+        """The scratch buffer that holds ``p``'s ΔW within a step (CPU; not in the state dict)."""
+        # Looked up lazily: torch's Optimizer pickling keeps only defaults/state/param_groups.
+        # Keyed by id with a weak reference: tensors cannot key a WeakKeyDictionary (their ==
+        # is elementwise), and a freed parameter's id may be reused.
+        bufs = self.__dict__.setdefault("_scratch", {})
+        ref, buf = bufs.get(id(p), (None, None))
+        if ref is None or ref() is not p or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = torch.empty_like(like, memory_format=torch.contiguous_format)
+            bufs[id(p)] = (weakref.ref(p), buf)
+        return buf
+
+    def scratch_bytes(self) -> int:
+        """Bytes of the per-parameter scratch buffers kept between steps (CPU only)."""
+        bufs = self.__dict__.get("_scratch", {})
+        return sum(b.numel() * b.element_size() for _, b in bufs.values())
+
+
+def _zero(like: Tensor) -> Tensor:
+    """A 0-d zero on ``like``'s device and dtype (the broadcast base of an out= addcdiv)."""
+    return torch.zeros((), dtype=like.dtype, device=like.device)
