@@ -197,6 +197,10 @@ class TrainerConfig:
     spike_window: int = 50
     spike_factor: float = 3.0
     on_crash: str = "stop"
+    # Rollbacks allowed before a run that keeps diverging is stopped (on_crash: rollback).
+    max_rollbacks: int = 3
+    # Under Slurm, rank 0 requeues the job after a preemption signal (SIGUSR1/2, SIGTERM).
+    requeue: bool = True
     ema: bool = False
 
 

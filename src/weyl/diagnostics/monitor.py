@@ -186,10 +186,13 @@ class Diagnostics:
         probe_inputs: Tensor | None,
         loss_fn: LossFn | None = None,
         *,
-        per_head: bool = True,
-        rank_samples: int = 4,
+        per_head: bool | None = None,
+        rank_samples: int | None = None,
         rank_fraction: float | None = None,
     ) -> None:
+        # Keyword arguments override the config (for use outside the trainer).
+        per_head = cfg.per_head if per_head is None else per_head
+        rank_samples = cfg.rank_samples if rank_samples is None else rank_samples
         if cfg.every < 1:
             raise ValueError(f"diagnostics.every must be >= 1; got {cfg.every}")
         if rank_samples < 1:

@@ -1,0 +1,129 @@
+"""Process-group setup from torchrun/Slurm env vars and model wrapping (DDP or FSDP2).
+
+A single process (no ``WORLD_SIZE`` > 1 in the environment) runs without a process group, so
+the same code path serves a laptop, torchrun on N GPUs and Slurm on N nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from weyl.models.attention_view import attention_views
+
+
+@dataclass
+class DistContext:
+    """Where this process sits: rank, world size, its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 - immutable default
+    # True when init_distributed created the process group (and so may destroy it).
+    owns_group: bool = False
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when a process group is up (world size > 1)."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes files and talks to wandb."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in a single process)."""
+        if self.is_distributed:
+            dist.barrier()
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """In-place sum over ranks (no-op in a single process); returns ``t``."""
+        if self.is_distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+
+def resolve_device(preference: str, local_rank: int) -> torch.device:
+    """``auto`` → this rank's CUDA device when there is one, else CPU."""
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"trainer.device={preference!r} but CUDA is not available; use auto or cpu"
+            )
+        return (
+            torch.device("cuda", local_rank) if preference == "cuda" else torch.device(preference)
+        )
+    raise ValueError(f"trainer.device={preference!r} is unknown; use auto, cpu or cuda")
+
+
+def init_distributed(device_preference: str = "auto") -> DistContext:
+    """Join the process group described by torchrun env vars, or run as a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_preference, local_rank)
+    owns = False
+    if world_size > 1 and not dist.is_initialized():
+        owns = True
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, **kwargs)
+    return DistContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns
+    )
+
+
+def shutdown_distributed(ctx: DistContext) -> None:
+    """Tear down the process group if :func:`init_distributed` created it (not a caller's)."""
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """Modules to shard one by one: ``model.fsdp_units()`` if defined, else each attention block."""
+    own = getattr(model, "fsdp_units", None)
+    if callable(own):
+        return list(own())
+    units: list[nn.Module] = []
+    seen: set[int] = set()
+    for view in attention_views(model):
+        if id(view.block) not in seen:
+            seen.add(id(view.block))
+            units.append(view.block)
+    return units
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, strategy: str) -> nn.Module:
+    """DDP, or FSDP2 ``fully_shard`` per block then the root; identity in a single process."""
+    if strategy not in ("ddp", "fsdp"):
+        raise ValueError(f"trainer.strategy={strategy!r} is unknown; use ddp or fsdp")
+    if not ctx.is_distributed:
+        return model
+    if strategy == "ddp":
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    from torch.distributed.fsdp import fully_shard
+
+    for unit in fsdp_units(model):
+        fully_shard(unit)
+    fully_shard(model)
+    return model
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """True when ``model`` was sharded with FSDP2's ``fully_shard``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)

@@ -1,0 +1,196 @@
+"""Metric sinks on rank 0: the JSONL file (always), a rich progress bar, and wandb.
+
+``metrics.jsonl`` holds one JSON object per log step with stable keys (``step``, ``loss``,
+``lr``, ``tokens_per_s``/``images_per_s``, ``grad_norm``, ``elapsed`` plus ``eval/…``,
+``optim/…`` and the diagnostics' ``attn/…``, ``terms/…``, ``collapse/…``, ``lr/…`` keys)
+and one object per event (``{"step": N, "event": "crash", ...}``). Floats are written with ``repr`` precision, so a resumed run can be compared
+bitwise; non-finite values become ``null`` (strict JSON) and the event line says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import string
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from weyl.config.schema import WandbConfig
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonlLogger:
+    """Append-only ``metrics.jsonl``; on resume, lines past the resumed step are dropped first."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        else:
+            self.truncate_after(resume_step)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - lives as long as the run
+
+    def truncate_after(self, step: int, keep_events: bool = False) -> None:
+        """Drop metric lines with ``step`` > ``step`` (atomic rewrite); optionally keep events."""
+        if not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write
+            if record.get("step", 0) <= step or (keep_events and "event" in record):
+                kept.append(line)
+        tmp = self.path.with_name(f".tmp-{self.path.name}")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, self.path)
+        if hasattr(self, "_file"):
+            self._file.close()
+            self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write one line and flush it to the OS (survives a SIGKILL of this process)."""
+        clean = {k: _finite_or_none(v) for k, v in record.items()}
+        self._file.write(json.dumps(clean, allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class ProgressBar:
+    """A rich progress bar with loss, LR, throughput and ETA; silent when stdout is no TTY."""
+
+    def __init__(self, total: int, start: int, unit: str, force: bool = False) -> None:
+        self.enabled = force or sys.stdout.isatty()
+        self.unit = unit
+        if not self.enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
+        self._task = self._progress.add_task("train", total=total, completed=start, info="")
+        self._progress.start()
+
+    def update(self, step: int, record: dict[str, Any]) -> None:
+        """Move to ``step`` and show the latest loss, LR and throughput."""
+        if not self.enabled:
+            return
+        rate = record.get(f"{self.unit}_per_s")
+        info = f"loss {record.get('loss', float('nan')):.4f}  lr {record.get('lr', 0.0):.3g}"
+        if rate:
+            info += f"  {rate:,.0f} {self.unit}/s"
+        self._progress.update(self._task, completed=step, info=info)
+
+    def close(self) -> None:
+        """Stop redrawing."""
+        if self.enabled:
+            self._progress.stop()
+
+
+class WandbLogger:
+    """wandb on rank 0: offline by default, one run per training run, resumed by id."""
+
+    def __init__(
+        self, cfg: WandbConfig, run_dir: str | Path, config: dict[str, Any], run_id: str | None
+    ) -> None:
+        import wandb
+
+        if cfg.mode not in ("offline", "online", "disabled"):
+            raise ValueError(
+                f"logger.wandb.mode={cfg.mode!r} is unknown; use offline, online or disabled"
+            )
+        self._wandb = wandb
+        # wandb ids: 8 chars of [a-z0-9]; generated here so the checkpoint can carry it.
+        self.run_id = run_id or "".join(
+            secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
+        )
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            tags=list(cfg.tags) or None,
+            name=cfg.name,
+            mode=cfg.mode,
+            dir=str(run_dir),
+            id=self.run_id,
+            resume="allow",
+            config=config,
+        )
+
+    def log(self, step: int, record: dict[str, Any]) -> None:
+        """Log the numeric entries of ``record`` at ``step``."""
+        data = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float)}
+        self.run.log(data, step=step)
+
+    def close(self, exit_code: int = 0) -> None:
+        """Finish the run (flushes the offline files)."""
+        self.run.finish(exit_code=exit_code)
+
+
+class MetricLoggers:
+    """Fan-out to every enabled sink; a no-op on ranks other than 0."""
+
+    def __init__(
+        self,
+        jsonl: JsonlLogger | None = None,
+        progress: ProgressBar | None = None,
+        wandb: WandbLogger | None = None,
+    ) -> None:
+        self.jsonl = jsonl
+        self.progress = progress
+        self.wandb = wandb
+        self.start_time = time.time()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Send one record (must contain ``step``) to every sink."""
+        if self.jsonl is not None:
+            self.jsonl.log(record)
+        if self.progress is not None and "event" not in record:
+            self.progress.update(record["step"], record)
+        if self.wandb is not None:
+            self.wandb.log(record["step"], record)
+
+    def close(self, exit_code: int = 0) -> None:
+        """Close every sink."""
+        if self.progress is not None:
+            self.progress.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.wandb is not None:
+            self.wandb.close(exit_code)

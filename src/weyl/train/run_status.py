@@ -1,0 +1,37 @@
+"""``<run_dir>/status.json``: the run's outcome, for schedulers, sweeps and ``weyl report``.
+
+``{"state": "running"|"finished"|"crashed"|"preempted", "step": N, "reason": str|None, ...}``,
+written atomically (temp file + rename) by rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_STATES = ("running", "finished", "crashed", "preempted")
+
+
+def write_status(
+    run_dir: str | Path, state: str, step: int, reason: str | None = None, **extra: Any
+) -> None:
+    """Atomically replace ``status.json`` with the given state."""
+    if state not in RUN_STATES:
+        raise ValueError(f"run state {state!r} is unknown; use one of {RUN_STATES}")
+    path = Path(run_dir) / "status.json"
+    record = {"state": state, "step": int(step), "reason": reason, "time": time.time(), **extra}
+    tmp = path.with_name(".tmp-status.json")
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1, allow_nan=False, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """The last status written, or None when there is none."""
+    path = Path(run_dir) / "status.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,274 @@
+"""``run_training(cfg)``: set up distributed, build everything through the factories, train.
+
+Order matters in two places:
+- the optimizer is built on the *unwrapped* model before DDP (AdamW² keys its per-tensor rules
+  on parameter names), but *after* FSDP2's ``fully_shard`` (whose parameters become DTensors;
+  ``fully_shard`` keeps the names);
+- every rank seeds identically before ``build_model`` (FSDP2 does not broadcast initial
+  weights), then reseeds per rank for the training stream (dropout, augmentation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from weyl.config.schema import TrainConfig
+from weyl.models.attention_view import attention_views, unwrap_model
+from weyl.train.checkpoint import CheckpointManager
+from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed, wrap_model
+from weyl.train.loggers import JsonlLogger, MetricLoggers, ProgressBar, WandbLogger
+from weyl.train.run_status import write_status
+from weyl.train.schedule import build_schedule
+from weyl.train.task import build_task
+from weyl.train.throughput import count_parameters, transformer_flops_per_token
+from weyl.train.trainer import Trainer, TrainerParts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Factories:
+    """The builders ``run_training`` uses; tests and users may swap any of them."""
+
+    build_model: Callable[[Any], nn.Module]
+    build_data: Callable[..., Any]
+    build_optimizer: Callable[[nn.Module, Any], torch.optim.Optimizer]
+    # Diagnostics(model, diagnostics_cfg, probe_inputs, loss_fn(model) -> loss), .compute(optimizer)
+    build_diagnostics: Callable[..., Any] | None = None
+
+
+def default_factories() -> Factories:
+    """weyl's own model, data, optimizer and diagnostics factories."""
+    from weyl.data import build_data
+    from weyl.diagnostics import Diagnostics
+    from weyl.models import build_model
+    from weyl.optim import build_optimizer
+
+    return Factories(build_model, build_data, build_optimizer, Diagnostics)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batch_geometry(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """(micro batch per rank, accumulation steps) for a global batch over ``world_size`` ranks."""
+    if global_batch <= 0:
+        raise ValueError(f"trainer.global_batch_size={global_batch} must be > 0")
+    micro = micro_batch or global_batch // world_size
+    if micro <= 0 or global_batch % (micro * world_size) != 0:
+        raise ValueError(
+            f"trainer.global_batch_size={global_batch} is not a multiple of micro_batch_size "
+            f"({micro}) x world size ({world_size}); set trainer.micro_batch_size to a divisor"
+        )
+    return micro, global_batch // (micro * world_size)
+
+
+def total_steps_for(cfg: TrainConfig, samples_per_epoch: int) -> int:
+    """``trainer.max_steps``, or ``epochs`` converted to updates when ``epochs`` > 0."""
+    t = cfg.trainer
+    if t.epochs > 0:
+        if samples_per_epoch <= 0:
+            raise ValueError(
+                "trainer.epochs needs a data set with a known size; set trainer.max_steps"
+            )
+        return max(1, math.ceil(t.epochs * samples_per_epoch / t.global_batch_size))
+    if t.max_steps <= 0:
+        raise ValueError(f"trainer.max_steps={t.max_steps} must be > 0 (or set trainer.epochs)")
+    return t.max_steps
+
+
+def resolve_resume(resume: str, ckpt: CheckpointManager) -> Path | None:
+    """``auto`` → newest complete checkpoint (or None), ``never`` → None, else that path."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        return ckpt.latest()
+    path = Path(resume)
+    if not path.is_dir():
+        raise ValueError(
+            f"trainer.resume={resume!r} does not exist; use auto, never or a checkpoint dir"
+        )
+    return path
+
+
+def _flops_per_token(model: nn.Module, task_unit: str, seq_len: int | None) -> float | None:
+    if task_unit != "tokens" or seq_len is None:
+        return None
+    try:
+        views = attention_views(model)
+    except TypeError:
+        return None
+    if not views:
+        return None
+    return transformer_flops_per_token(count_parameters(model), len(views), views[0].dim, seq_len)
+
+
+def _diagnostics_fn(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    factories: Factories,
+    raw: nn.Module,
+    wrapped: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Any,
+    loss_fn: Callable,
+    fsdp: bool,
+) -> Callable[[], dict[str, float]] | None:
+    if not cfg.diagnostics.enabled or factories.build_diagnostics is None:
+        return None
+    probe_x, probe_y = (t.to(ctx.device) for t in data.probe)
+
+    def probe_loss(m: nn.Module) -> torch.Tensor:
+        return loss_fn(m(probe_x), probe_y)
+
+    if not fsdp:
+        if not ctx.is_main:
+            return lambda: {}
+        diag = factories.build_diagnostics(raw, cfg.diagnostics, probe_x, probe_loss)
+        return lambda: diag.compute(optimizer=optimizer)
+
+    # FSDP2 shards every weight: rank 0 reads a full-weight twin synced before each compute.
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    twin = factories.build_model(cfg.model).to(ctx.device) if ctx.is_main else None
+    diag = (
+        factories.build_diagnostics(twin, cfg.diagnostics, probe_x, probe_loss)
+        if twin is not None
+        else None
+    )
+
+    def compute() -> dict[str, float]:
+        full = get_model_state_dict(
+            wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if twin is None:
+            return {}
+        twin.load_state_dict(full)
+        return diag.compute(optimizer=optimizer)
+
+    return compute
+
+
+def run_training(
+    cfg: TrainConfig,
+    *,
+    factories: Factories | None = None,
+    requeue: bool | None = None,
+    max_rollbacks: int | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` to completion, crash or preemption and return the run summary.
+
+    ``summary["exit_code"]`` is 0 for finished and crashed runs (a divergence is a recorded
+    outcome) and :data:`weyl.train.signals.PREEMPTED_EXIT_CODE` after a preemption.
+    ``requeue`` (default ``cfg.trainer.requeue``) makes rank 0 ``scontrol requeue`` the job
+    after a preemption signal — only under Slurm (``SLURM_JOB_ID`` set), where
+    slurm/train.sbatch relies on it. ``max_rollbacks`` defaults to ``cfg.trainer.max_rollbacks``.
+    """
+    factories = factories or default_factories()
+    if cfg.trainer.ema:
+        raise ValueError(
+            "trainer.ema=true is not supported by this trainer yet; set trainer.ema=false"
+        )
+    ctx = init_distributed(cfg.trainer.device)
+    run_dir = Path(cfg.run_dir)
+    loggers = MetricLoggers()
+    trainer: Trainer | None = None
+    try:
+        micro, accum = batch_geometry(
+            cfg.trainer.global_batch_size, cfg.trainer.micro_batch_size, ctx.world_size
+        )
+        seed_everything(cfg.seed)
+        raw = factories.build_model(cfg.model).to(ctx.device)
+        data = factories.build_data(
+            cfg.data,
+            batch_size=micro,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            seed=cfg.seed,
+            probe_batch_size=cfg.diagnostics.probe_batch_size,
+        )
+        task = build_task(data.task, label_smoothing=data.label_smoothing)
+        total = total_steps_for(cfg, data.samples_per_epoch)
+        fsdp = ctx.is_distributed and cfg.trainer.strategy == "fsdp"
+        if fsdp:
+            wrapped = wrap_model(raw, ctx, "fsdp")
+            optimizer = factories.build_optimizer(wrapped, cfg.optim)
+        else:
+            optimizer = factories.build_optimizer(raw, cfg.optim)
+            wrapped = wrap_model(raw, ctx, cfg.trainer.strategy)
+        model = torch.compile(wrapped) if cfg.trainer.compile else wrapped
+        schedule = build_schedule(
+            cfg.schedule,
+            peak_lr=cfg.optim.lr,
+            total_steps=total,
+            samples_per_epoch=data.samples_per_epoch,
+            global_batch_size=cfg.trainer.global_batch_size,
+        )
+        seq_len = data.probe[0].shape[-1] if data.task == "lm" else None
+        ckpt = CheckpointManager(run_dir / "checkpoints", ctx, cfg.trainer.keep_last)
+        parts = TrainerParts(
+            cfg=cfg,
+            ctx=ctx,
+            model=model,
+            optimizer=optimizer,
+            data=data,
+            task=task,
+            schedule=schedule,
+            total_steps=total,
+            accum_steps=accum,
+            checkpoints=ckpt,
+            loggers=loggers,
+            diagnostics=_diagnostics_fn(
+                cfg, ctx, factories, raw, wrapped, optimizer, data, task.loss, fsdp
+            ),
+            flops_per_unit=_flops_per_token(raw, task.unit, seq_len),
+            max_rollbacks=cfg.trainer.max_rollbacks if max_rollbacks is None else max_rollbacks,
+            requeue=cfg.trainer.requeue if requeue is None else requeue,
+            eval_model=None if fsdp else unwrap_model(raw),
+        )
+        trainer = Trainer(parts)
+        # The training stream differs per rank (dropout, augmentation); weights do not.
+        seed_everything(cfg.seed + 1_000_003 * ctx.rank)
+        resume_from = resolve_resume(cfg.trainer.resume, ckpt)
+        if resume_from is not None:
+            step = trainer.restore(resume_from)
+            if ctx.is_main:
+                log.info("resumed from %s at step %d", resume_from, step)
+        if ctx.is_main:
+            resume_step = trainer.step if resume_from is not None else None
+            loggers.jsonl = JsonlLogger(run_dir / "metrics.jsonl", resume_step)
+            if cfg.logger.progress:
+                loggers.progress = ProgressBar(total, trainer.step, task.unit)
+            if cfg.logger.wandb.enabled:
+                loggers.wandb = WandbLogger(
+                    cfg.logger.wandb, run_dir, dataclasses.asdict(cfg), parts.wandb_run_id
+                )
+                parts.wandb_run_id = loggers.wandb.run_id
+        summary = trainer.fit()
+        loggers.close(exit_code=0)
+        return summary
+    except BaseException as err:
+        if ctx.is_main and run_dir.is_dir():
+            step = trainer.step if trainer is not None else 0
+            write_status(run_dir, "crashed", step, f"exception: {err!r}")
+        with contextlib.suppress(Exception):  # must not mask the original error
+            loggers.close(exit_code=1)
+        raise
+    finally:
+        shutdown_distributed(ctx)

@@ -1,0 +1,90 @@
+"""Preemption: SIGUSR1/SIGUSR2/SIGTERM set a flag; the trainer acts at the next step boundary.
+
+The handler only sets a flag (anything more is unsafe inside a signal handler). The trainer
+folds the flag into the per-step all-reduce, so every rank sees "some rank was signalled" at
+the same step, checkpoints, marks the run ``preempted`` and exits with
+:data:`PREEMPTED_EXIT_CODE`. Under Slurm, rank 0 then asks Slurm to requeue the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from types import FrameType
+
+PREEMPTED_EXIT_CODE = 3
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+
+log = logging.getLogger(__name__)
+
+
+class PreemptionFlag:
+    """Installs handlers for :data:`PREEMPTION_SIGNALS` and remembers the first one received."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        """True once any preemption signal arrived."""
+        return self.signum is not None
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def install(self) -> PreemptionFlag:
+        """Install the handlers (main thread only); returns self."""
+        for sig in PREEMPTION_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before :meth:`install`."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+
+def slurm_job_id() -> str | None:
+    """The Slurm job to requeue (the array task's own id when in an array), or None."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    array_task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"{array_job}_{array_task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def requeue_slurm_job(job_id: str | None = None, timeout_s: float = 30.0) -> bool:
+    """``scontrol requeue`` this job and let it start again at once; True on success.
+
+    Without ``StartTime=now`` a requeued job waits for Slurm's BeginTime back-off (~2 min).
+    """
+    job_id = job_id or slurm_job_id()
+    if job_id is None:
+        return False
+    try:
+        subprocess.run(
+            ["scontrol", "requeue", job_id],
+            check=True,
+            timeout=timeout_s,
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        log.error("scontrol requeue %s failed: %s", job_id, err)
+        return False
+    try:
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+            check=True,
+            timeout=timeout_s,
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("job %s requeued but StartTime=now failed: %s", job_id, err)
+    return True

@@ -1,0 +1,486 @@
+"""The training loop: one trainer for language modelling and image classification.
+
+Per update: ``accum_steps`` micro batches (DDP ``no_sync`` / FSDP2 gradient sync off on all but
+the last), loss and grad norm reduced across ranks in one small all-reduce that also carries
+the preemption flag, the crash guard's verdict, then ``optimizer.step()``. Eval, diagnostics
+and checkpoints run at step boundaries inside a forked RNG, so they never change the training
+random stream: a resumed run replays the exact same updates.
+
+``step`` always counts completed optimizer updates; the log line for step ``N`` holds the loss
+of the ``N``-th update (computed on the weights before it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from weyl.config.schema import TrainConfig
+from weyl.train import fault_injection
+from weyl.train.checkpoint import (
+    CheckpointManager,
+    load_model_optimizer_state,
+    model_optimizer_state,
+    rng_state,
+    set_rng_state,
+)
+from weyl.train.crash_guard import CRASH_ACTIONS, CrashGuard
+from weyl.train.distributed import DistContext, is_fsdp
+from weyl.train.loggers import MetricLoggers
+from weyl.train.run_status import write_status
+from weyl.train.schedule import LRSchedule
+from weyl.train.signals import PREEMPTED_EXIT_CODE, PreemptionFlag, requeue_slurm_job, slurm_job_id
+from weyl.train.task import Task
+from weyl.train.throughput import peak_flops, peak_memory_gib
+
+log = logging.getLogger(__name__)
+
+DiagnosticsFn = Callable[[], dict[str, float]]
+
+
+@dataclass
+class TrainerParts:
+    """Everything the loop needs, built by :func:`weyl.train.runner.run_training`."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    model: nn.Module  # possibly wrapped (DDP / FSDP2 / compiled)
+    optimizer: Optimizer
+    data: Any  # weyl.data.bundle.DataBundle
+    task: Task
+    schedule: LRSchedule
+    total_steps: int
+    accum_steps: int
+    checkpoints: CheckpointManager
+    loggers: MetricLoggers
+    # Called on every rank at diagnostics steps; returns metrics on rank 0 ({} elsewhere).
+    diagnostics: DiagnosticsFn | None = None
+    flops_per_unit: float | None = None
+    wandb_run_id: str | None = None
+    max_rollbacks: int = 3
+    requeue: bool = False
+    # Hands the model the trainer forwards through in eval (the raw module under DDP).
+    eval_model: nn.Module | None = None
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block without consuming the training RNG streams (python, numpy, torch, cuda)."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
+
+
+class Trainer:
+    """Runs updates from the current step to ``total_steps``; see the module docstring."""
+
+    def __init__(self, parts: TrainerParts) -> None:
+        self.p = parts
+        cfg = parts.cfg.trainer
+        if cfg.on_crash not in CRASH_ACTIONS:
+            raise ValueError(
+                f"trainer.on_crash={cfg.on_crash!r} is unknown; use one of {CRASH_ACTIONS}"
+            )
+        for key in ("log_every", "eval_every", "ckpt_every"):
+            if getattr(cfg, key) <= 0:
+                raise ValueError(f"trainer.{key}={getattr(cfg, key)} must be > 0")
+        self.cfg = cfg
+        self.ctx = parts.ctx
+        self.device = parts.ctx.device
+        self.guard = CrashGuard(cfg.spike_window, cfg.spike_factor)
+        self.step = 0
+        self.best: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.last_loss: float | None = None
+        self.rollbacks = 0
+        self.elapsed_before = 0.0  # wall time of earlier processes of this run
+        self.fsdp = is_fsdp(parts.model)
+        self.preemption = PreemptionFlag()
+        self.autocast_dtype = self._autocast_dtype(cfg.precision)
+        self._t_start = time.time()
+        self._last_saved_step = -1
+
+    # ------------------------------------------------------------ setup helpers
+
+    def _autocast_dtype(self, precision: str) -> torch.dtype | None:
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"trainer.precision={precision!r} is unknown; use auto, fp32 or bf16")
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _grad_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        model = self.p.model
+        if self.fsdp:
+            model.set_requires_gradient_sync(enabled)
+            return contextlib.nullcontext()
+        if not enabled and isinstance(unwrap_compiled(model), nn.parallel.DistributedDataParallel):
+            return unwrap_compiled(model).no_sync()
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------ state
+
+    def state_for_checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(shared state written by rank 0, this rank's own state)."""
+        model_sd, optim_sd = model_optimizer_state(self.p.model, self.p.optimizer)
+        shared = {
+            "model": model_sd,
+            "optimizer": optim_sd,
+            "trainer": {
+                "guard": self.guard.state_dict(),
+                "best": dict(self.best),
+                "last_eval": dict(self.last_eval),
+                "last_loss": self.last_loss,
+                "rollbacks": self.rollbacks,
+                "elapsed": self.elapsed(),
+                "wandb_run_id": self.p.wandb_run_id,
+                "total_steps": self.p.total_steps,
+            },
+        }
+        own = {"data": self.p.data.train.state_dict(), "rng": rng_state()}
+        return shared, own
+
+    def restore(self, path: str | Path, restore_stream: bool = True) -> int:
+        """Load a checkpoint into model, optimizer, trainer and (optionally) data/RNG state."""
+        shared, own = self.p.checkpoints.load(path)
+        load_model_optimizer_state(
+            self.p.model, self.p.optimizer, shared["model"], shared["optimizer"]
+        )
+        t = shared["trainer"]
+        self.guard.load_state_dict(t["guard"])
+        self.best = dict(t["best"])
+        self.last_eval = dict(t["last_eval"])
+        self.last_loss = t["last_loss"]
+        self.elapsed_before = float(t["elapsed"])
+        if t.get("wandb_run_id"):
+            self.p.wandb_run_id = t["wandb_run_id"]
+        self._t_start = time.time()
+        if restore_stream:
+            self.rollbacks = int(t["rollbacks"])
+        if own is None:
+            log.warning(
+                "checkpoint %s has no state for rank %d at world size %d: the data "
+                "stream and RNG restart fresh",
+                path,
+                self.ctx.rank,
+                self.ctx.world_size,
+            )
+        else:
+            if restore_stream:
+                self.p.data.train.load_state_dict(own["data"])
+            set_rng_state(own["rng"])
+        self.step = int(shared["step"])
+        self._last_saved_step = self.step
+        return self.step
+
+    def elapsed(self) -> float:
+        """Wall seconds of this run so far, across restarts."""
+        return self.elapsed_before + (time.time() - self._t_start)
+
+    def save_checkpoint(self) -> None:
+        """Checkpoint the current (good) step on every rank."""
+        if self._last_saved_step == self.step:
+            return
+        shared, own = self.state_for_checkpoint()
+        self.p.checkpoints.save(self.step, shared, own)
+        self._last_saved_step = self.step
+
+    # ------------------------------------------------------------ one update
+
+    def _train_step(self) -> tuple[Tensor, Tensor, int]:
+        """Forward/backward over the micro batches; returns (mean loss, grad norm, units)."""
+        model, data, task = self.p.model, self.p.data, self.p.task
+        model.train()
+        accum = self.p.accum_steps
+        loss_sum = torch.zeros((), device=self.device)
+        units = 0
+        for i in range(accum):
+            inputs, targets = next(data.train)
+            if data.mix is not None:
+                inputs, targets = data.mix(inputs, targets)
+            inputs = inputs.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            units += task.units(inputs)
+            with self._grad_sync(i == accum - 1):
+                with self._autocast():
+                    loss = task.loss(model(inputs), targets)
+                (loss / accum).backward()
+            loss_sum += loss.detach()
+        grad_norm = self._clip_and_norm()
+        return loss_sum / accum, grad_norm, units
+
+    def _clip_and_norm(self) -> Tensor:
+        params = [p for p in self.p.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in params]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True)
+        if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor partial norm → the global one
+            norm = norm.full_tensor()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, norm, foreach=True)
+        return norm
+
+    # ------------------------------------------------------------ periodic work
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean eval metrics over up to ``eval_batches`` validation batches, all ranks."""
+        model = self.p.eval_model if self.p.eval_model is not None else self.p.model
+        was_training = model.training
+        model.eval()
+        sums: Tensor | None = None
+        try:
+            with preserved_rng():
+                for i, (inputs, targets) in enumerate(self.p.data.make_val()):
+                    if i >= self.cfg.eval_batches:
+                        break
+                    inputs = inputs.to(self.device)
+                    targets = targets.to(self.device)
+                    with self._autocast():
+                        outputs = model(inputs)
+                    batch = self.p.task.eval_sums(outputs, targets)
+                    sums = batch if sums is None else sums + batch
+        finally:
+            model.train(was_training)
+        if sums is None:
+            return {}
+        sums = self.ctx.all_reduce_sum(sums.to(self.device))
+        return {f"eval/{k}": v for k, v in self.p.task.eval_metrics(sums.cpu()).items()}
+
+    def _diagnostics(self) -> dict[str, float]:
+        if self.p.diagnostics is None:
+            return {}
+        try:
+            with preserved_rng():
+                out = self.p.diagnostics()
+        except Exception as err:
+            # A diagnostics bug must not end a week-long run; it is logged and recorded.
+            log.exception("diagnostics failed at step %d", self.step)
+            self.p.optimizer.zero_grad(set_to_none=True)
+            return {"diag_error": repr(err)}
+        # The probe backward (15 terms) may leave gradients behind; the next update starts clean.
+        self.p.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    def _optimizer_report(self) -> dict[str, float]:
+        report = getattr(self.p.optimizer, "lr_report", None)
+        if not callable(report):
+            return {}
+        return summarize_lr_report(report())
+
+    def _due(self, every: int) -> bool:
+        return self.step % every == 0 or self.step == self.p.total_steps
+
+    def _update_best(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            better = max if key.endswith(("top1", "acc")) else min
+            self.best[key] = value if key not in self.best else better(self.best[key], value)
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (or until a crash/preemption); returns the run summary."""
+        self.preemption.install()
+        try:
+            return self._fit()
+        finally:
+            self.preemption.restore()
+
+    def _status(self, state: str, reason: str | None = None, **extra: Any) -> None:
+        if self.ctx.is_main:
+            write_status(
+                self.p.cfg.run_dir, state, self.step, reason, rollbacks=self.rollbacks, **extra
+            )
+
+    def _fit(self) -> dict[str, Any]:
+        p, cfg = self.p, self.cfg
+        unit = p.task.unit
+        self._status("running")
+        if self.step == 0 and p.cfg.diagnostics.enabled and p.diagnostics is not None:
+            record = {"step": 0, "lr": p.schedule.lr(0), **self._diagnostics()}
+            if self.ctx.is_main:
+                p.loggers.log(record)
+        window_units, window_time = 0, 0.0
+        peak = peak_flops(self.device)
+        while self.step < p.total_steps:
+            t0 = time.perf_counter()
+            lr = p.schedule.apply(p.optimizer, self.step)
+            loss_t, norm_t, units = self._train_step()
+            flag = 1.0 if self.preemption.requested else 0.0
+            reduced = torch.stack(
+                [
+                    loss_t.float(),
+                    norm_t.float().to(self.device),
+                    torch.tensor(flag, device=self.device),
+                ]
+            )
+            loss, grad_norm, preempt = (
+                self.ctx.all_reduce_sum(reduced) / self.ctx.world_size
+            ).tolist()
+            if fault_injection.inject_nan(self.step + 1):
+                loss = float("nan")
+            reason = self.guard.check(loss, grad_norm)
+            if reason is not None:
+                outcome = self._on_crash(self.step + 1, reason, loss, grad_norm)
+                if outcome is not None:
+                    return outcome
+                window_units, window_time = 0, 0.0
+                continue
+            p.optimizer.step()
+            p.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.last_loss = loss
+            window_units += units * self.ctx.world_size
+            window_time += time.perf_counter() - t0
+            fault_injection.maybe_sleep()
+
+            record: dict[str, Any] = {}
+            if self._due(cfg.log_every):
+                rate = window_units / window_time if window_time > 0 else 0.0
+                record.update(
+                    {
+                        "loss": loss,
+                        "lr": lr,
+                        "grad_norm": grad_norm,
+                        f"{unit}_per_s": rate,
+                        "elapsed": self.elapsed(),
+                    }
+                )
+                record.update(self._optimizer_report())
+                if peak is not None and p.flops_per_unit is not None:
+                    record["mfu"] = p.flops_per_unit * rate / (peak * self.ctx.world_size)
+                mem = peak_memory_gib(self.device)
+                if mem is not None:
+                    record["peak_mem_gib"] = mem
+                window_units, window_time = 0, 0.0
+            if self._due(cfg.eval_every):
+                self.last_eval = self.evaluate()
+                self._update_best(self.last_eval)
+                record.update(self.last_eval)
+            if p.cfg.diagnostics.enabled and self._due(p.cfg.diagnostics.every):
+                record.update(self._diagnostics())
+            if record and self.ctx.is_main:
+                record.setdefault("loss", loss)
+                record.setdefault("lr", lr)
+                p.loggers.log({"step": self.step, **record})
+            if self._due(cfg.ckpt_every):
+                self.save_checkpoint()
+            fault_injection.maybe_kill_after_step(self.step)
+            if preempt > 0 and self.step < p.total_steps:
+                return self._on_preempt()
+        self.save_checkpoint()
+        self._status("finished", final_loss=self.last_loss)
+        return self.summary("finished", exit_code=0)
+
+    def summary(self, state: str, exit_code: int, reason: str | None = None) -> dict[str, Any]:
+        """What :func:`run_training` returns."""
+        return {
+            "state": state,
+            "step": self.step,
+            "total_steps": self.p.total_steps,
+            "final_loss": self.last_loss,
+            "reason": reason,
+            "exit_code": exit_code,
+            "eval": dict(self.last_eval),
+            "best": dict(self.best),
+            "rollbacks": self.rollbacks,
+            "elapsed": self.elapsed(),
+            "run_dir": self.p.cfg.run_dir,
+        }
+
+    def _on_preempt(self) -> dict[str, Any]:
+        self.save_checkpoint()
+        reason = "preemption signal"
+        if self.preemption.signum is not None:
+            import signal as _signal
+
+            reason = f"signal {_signal.Signals(self.preemption.signum).name}"
+        self._status("preempted", reason)
+        if self.ctx.is_main and self.p.requeue and slurm_job_id() is not None:
+            requeue_slurm_job()
+        return self.summary("preempted", exit_code=PREEMPTED_EXIT_CODE, reason=reason)
+
+    def _on_crash(
+        self, at_step: int, reason: str, loss: float, grad_norm: float
+    ) -> dict[str, Any] | None:
+        """Record the crash; roll back (returns None to continue) or stop (returns the summary)."""
+        self.p.optimizer.zero_grad(set_to_none=True)
+        diag = self._diagnostics()
+        if self.ctx.is_main:
+            log.error("crash at step %d: %s", at_step, reason)
+            self.p.loggers.log(
+                {
+                    "step": at_step,
+                    "event": "crash",
+                    "reason": reason,
+                    "loss": loss,
+                    "grad_norm": grad_norm,
+                    **diag,
+                }
+            )
+        latest = self.p.checkpoints.latest()
+        if self.cfg.on_crash == "rollback" and self.rollbacks < self.p.max_rollbacks and latest:
+            rollbacks = self.rollbacks + 1
+            # Keep the data stream where it is: replaying the same batches would replay the crash.
+            self.restore(latest, restore_stream=False)
+            self.rollbacks = rollbacks
+            if self.ctx.is_main and self.p.loggers.jsonl is not None:
+                self.p.loggers.jsonl.truncate_after(self.step, keep_events=True)
+                self.p.loggers.log(
+                    {
+                        "step": self.step,
+                        "event": "rollback",
+                        "reason": reason,
+                        "crash_step": at_step,
+                        "rollbacks": self.rollbacks,
+                    }
+                )
+            self._status("running", f"rolled back from step {at_step}: {reason}")
+            return None
+        self.step = at_step
+        self._status("crashed", reason, last_good_checkpoint=str(latest) if latest else None)
+        return self.summary("crashed", exit_code=0, reason=reason)
+
+
+def unwrap_compiled(model: nn.Module) -> nn.Module:
+    """Strip a ``torch.compile`` wrapper (keeps DDP, unlike ``unwrap_model``)."""
+    return getattr(model, "_orig_mod", model)
+
+
+def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
+    """Per-tensor ``{name: {lr, lr_eff, clipped, ...}}`` → mean/min effective LR and clip rate."""
+    # weyl.optim names the effective LR "lr_eff"; accept "effective_lr" too (diagnostics' name).
+    key = next(
+        (
+            k
+            for k in ("lr_eff", "effective_lr")
+            if any(isinstance(r, dict) and k in r for r in report.values())
+        ),
+        None,
+    )
+    rows = [r for r in report.values() if isinstance(r, dict) and key in r]
+    if not rows:
+        return {}
+    eff = [float(r[key]) for r in rows]
+    return {
+        "optim/lr_eff_mean": sum(eff) / len(eff),
+        "optim/lr_eff_min": min(eff),
+        "optim/clip_rate": sum(float(r.get("clipped", 0.0)) for r in rows) / len(rows),
+    }

@@ -1,0 +1,62 @@
+"""run_training's own decisions: batch geometry, epochs, precision, failures, progress bar."""
+
+import json
+
+import pytest
+
+from tests.train.fixtures import step_records, synthetic_factories, tiny_config
+from weyl.train import run_training
+from weyl.train.loggers import ProgressBar
+from weyl.train.runner import batch_geometry, total_steps_for
+
+
+def test_batch_geometry_and_epochs():
+    assert batch_geometry(32, 0, 4) == (8, 1)  # no accumulation by default
+    assert batch_geometry(32, 2, 4) == (2, 4)  # 32 = 2 per rank x 4 ranks x 4 micro steps
+    with pytest.raises(ValueError, match=r"trainer\.micro_batch_size"):
+        batch_geometry(32, 3, 2)
+    cfg = tiny_config("unused", epochs=2.5, global_batch_size=8)
+    assert total_steps_for(cfg, samples_per_epoch=100) == 32  # ceil(2.5 * 100 / 8)
+
+
+def test_bf16_autocast_on_cpu_tracks_fp32(tmp_path):
+    fp32 = run_training(tiny_config(tmp_path / "a", max_steps=6), factories=synthetic_factories())
+    bf16 = run_training(
+        tiny_config(tmp_path / "b", max_steps=6, precision="bf16"), factories=synthetic_factories()
+    )
+    a, b = step_records(tmp_path / "a"), step_records(tmp_path / "b")
+    assert a[1]["loss"] != b[1]["loss"]  # bf16 really ran
+    assert bf16["final_loss"] == pytest.approx(fp32["final_loss"], abs=0.05)
+    with pytest.raises(ValueError, match=r"trainer\.precision"):
+        run_training(tiny_config(tmp_path / "c", precision="fp16"), factories=synthetic_factories())
+
+
+def test_an_exception_is_recorded_in_status_and_reraised(tmp_path):
+    factories = synthetic_factories()
+
+    def broken_data(cfg, **kw):
+        raise FileNotFoundError("no train.bin")
+
+    factories.build_data = broken_data
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError):
+        run_training(tiny_config(tmp_path / "run"), factories=factories)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "crashed" and "no train.bin" in status["reason"]
+
+
+def test_progress_bar_tracks_steps():
+    bar = ProgressBar(total=10, start=2, unit="tokens", force=True)
+    bar.update(5, {"loss": 1.5, "lr": 1e-3, "tokens_per_s": 1000.0})
+    task = bar._progress.tasks[0]
+    assert task.completed == 5 and "loss 1.5000" in task.fields["info"]
+    bar.close()
+
+
+@pytest.mark.slow
+def test_compiled_model_tracks_eager(tmp_path):
+    eager = run_training(tiny_config(tmp_path / "a", max_steps=6), factories=synthetic_factories())
+    compiled = run_training(
+        tiny_config(tmp_path / "b", max_steps=6, compile=True), factories=synthetic_factories()
+    )
+    assert compiled["final_loss"] == pytest.approx(eager["final_loss"], rel=1e-4)
