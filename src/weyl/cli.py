@@ -13,6 +13,7 @@ import sys
 
 # name → (module path, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("weyl.demo", "the main job: AdamW vs AdamW+warmup vs AdamW² without warmup, on CPU in minutes"),
     "train": (
         "weyl.train.cli",
         "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
