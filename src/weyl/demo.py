@@ -113,7 +113,7 @@ def verdicts(runs: dict[str, Path]) -> list[Verdict]:
     gap2 = loss["adamw2_nowarmup"] / base - 1.0
     out.append(
         Verdict(
-            f"AdamW² no-warmup within {MATCH_LOSS_GAP:.0%} of AdamW + warmup",
+            f"AdamW² no-warmup within {MATCH_LOSS_GAP:.0%} of AdamW + warmup, or better",
             f"{loss['adamw2_nowarmup']:.4f} vs {base:.4f} ({gap2:+.1%})",
             abs(gap2) <= MATCH_LOSS_GAP or gap2 < 0,
         )

@@ -14,8 +14,7 @@ Weight decay is decoupled (SGDW, Loshchilov & Hutter), as in Algorithm 1; with
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -58,25 +57,6 @@ class SGDW2(SpectrallyClippedOptimizer):
             sigma_floor=sigma_floor,
         )
         super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One SGDW² step over every parameter that has a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for gi, group in enumerate(self.param_groups):
-            by_device: dict[torch.device, list[int]] = defaultdict(list)
-            for pi, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise ValueError("SGDW2 does not support sparse gradients")
-                by_device[local_tensor(p).device].append(pi)
-            for indices in by_device.values():
-                self._step_bucket(gi, group, indices)
-        return loss
 
     def _step_bucket(self, gi: int, group: dict[str, Any], indices: list[int]) -> None:
         params = [group["params"][pi] for pi in indices]

@@ -27,7 +27,8 @@ through :meth:`SpectrallyClippedOptimizer.lr_report`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from torch import Tensor
 from weyl.optim.spectral_norm import (
     ShardLayout,
     initial_vector,
+    local_tensor,
     matrix_shape,
     spectral_norm_estimates,
     vector_seed,
@@ -149,6 +151,29 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         """torch's add_param_group, then validation of the group's clip settings."""
         super().add_param_group(param_group)
         WeylClip.from_group(self.param_groups[-1])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step over every parameter that has a gradient, bucketed by device."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            by_device: dict[torch.device, list[int]] = defaultdict(list)
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError(f"{type(self).__name__} does not support sparse gradients")
+                by_device[local_tensor(p).device].append(pi)
+            for indices in by_device.values():
+                self._step_bucket(gi, group, indices)
+        return loss
+
+    def _step_bucket(self, gi: int, group: dict[str, Any], indices: list[int]) -> None:
+        """Update ``group["params"][i]`` for ``i`` in ``indices`` (all on one device)."""
+        raise NotImplementedError
 
     @staticmethod
     def _name(group: dict[str, Any], gi: int, pi: int) -> str:
