@@ -60,3 +60,14 @@ def test_compiled_model_tracks_eager(tmp_path):
         tiny_config(tmp_path / "b", max_steps=6, compile=True), factories=synthetic_factories()
     )
     assert compiled["final_loss"] == pytest.approx(eager["final_loss"], rel=1e-4)
+
+
+def test_vocabulary_larger_than_the_model_is_a_one_line_error(tmp_path):
+    from weyl.config.compose import load_config
+    from weyl.train import run_training
+
+    cfg = load_config(
+        ["recipe=smoke/gpt_tiny", "data=kjv_gpt2", "data.block_size=64", f"run_dir={tmp_path / 'r'}"]
+    )
+    with pytest.raises(ValueError, match=r"model.vocab_size=128 .* set model.vocab_size >= 50257"):
+        run_training(cfg)

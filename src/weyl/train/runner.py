@@ -165,6 +165,22 @@ def _diagnostics_fn(
     return compute
 
 
+def check_data_fits_model(cfg: TrainConfig, data: Any) -> None:
+    """The model's vocabulary / class count must cover the data's (one-line error otherwise)."""
+    vocab = getattr(cfg.model, "vocab_size", None)
+    if data.vocab_size is not None and vocab is not None and data.vocab_size > vocab:
+        raise ValueError(
+            f"model.vocab_size={vocab} is smaller than the vocabulary of data.tokenizer="
+            f"{cfg.data.tokenizer} ({data.vocab_size} tokens); set model.vocab_size >= {data.vocab_size}"
+        )
+    classes = getattr(cfg.model, "num_classes", None)
+    if data.num_classes is not None and classes is not None and data.num_classes != classes:
+        raise ValueError(
+            f"model.num_classes={classes} but data set {cfg.data.name} has {data.num_classes} "
+            f"classes; set model.num_classes={data.num_classes}"
+        )
+
+
 def run_training(
     cfg: TrainConfig,
     *,
@@ -203,6 +219,7 @@ def run_training(
             seed=cfg.seed,
             probe_batch_size=cfg.diagnostics.probe_batch_size,
         )
+        check_data_fits_model(cfg, data)
         task = build_task(data.task, label_smoothing=data.label_smoothing)
         total = total_steps_for(cfg, data.samples_per_epoch)
         fsdp = ctx.is_distributed and cfg.trainer.strategy == "fsdp"
