@@ -213,3 +213,22 @@ def test_cpu_scratch_is_reused_and_stays_out_of_the_state_dict():
     keys = {k for st in opt.state_dict()["state"].values() for k in st}
     assert keys == {"step", "exp_avg", "exp_avg_sq", "sigma_vec_weight", "sigma_vec_update"}
     assert AdamW2(model.parameters(), tau=None).scratch_bytes() == 0
+
+
+def test_keep_scratch_off_gives_the_same_trajectory_without_kept_buffers():
+    """The CPU scratch buffer is a speed choice only: both settings take identical steps."""
+    torch.manual_seed(0)
+    a = torch.nn.Linear(16, 16)
+    b = torch.nn.Linear(16, 16)
+    b.load_state_dict(a.state_dict())
+    opt_a = AdamW2(a.parameters(), lr=0.05, tau=0.01, weight_decay=0.1)
+    opt_b = AdamW2(b.parameters(), lr=0.05, tau=0.01, weight_decay=0.1, keep_scratch=False)
+    for _ in range(5):
+        x = torch.randn(8, 16)
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert opt_a.scratch_bytes() > 0 and opt_b.scratch_bytes() == 0

@@ -57,7 +57,12 @@ class AdamW2(SpectrallyClippedOptimizer):
         tau: float | None = DEFAULT_TAU,
         power_iters: int = 1,
         sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+        keep_scratch: bool = True,
     ) -> None:
+        """``keep_scratch`` (CPU only) keeps one parameter-sized ΔW buffer between steps:
+        measured 0.94× torch AdamW's step time with it and 1.2–1.3× without, at the cost of
+        +50% of AdamW's state held between steps (benchmarks/optimizer_step.py)."""
+        self.keep_scratch = keep_scratch
         if not lr >= 0:
             raise ValueError(f"lr={lr}: must be ≥ 0")
         if not eps >= 0:
@@ -122,7 +127,7 @@ class AdamW2(SpectrallyClippedOptimizer):
         #   W + αλ·(−ΔW/λ − W) = (1 − αλ)·W − α·ΔW.
         fold = wd > _MIN_FOLDED_DECAY
         ks = [(b2 / b1) * (-1 / wd if fold else 1.0) for b1, b2 in zip(bc1, bc2_sqrt)]
-        if weights[0].device.type == "cpu":
+        if weights[0].device.type == "cpu" and self.keep_scratch:
             # CPU allocators hand big blocks back to the OS: a fresh buffer would page-fault
             # every step (measured ~15% of a whole AdamW step), so one is kept per parameter.
             updates = [self._update_buffer(p, v) for p, v in zip(params, exp_avg_sqs)]
