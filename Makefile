@@ -5,7 +5,7 @@ setup:
 	scripts/setup_env.sh
 
 demo: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline .venv/bin/weyl train recipe=smoke/gpt_tiny
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline .venv/bin/weyl demo
 
 test:
 	scripts/run_tests.sh
