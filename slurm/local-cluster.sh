@@ -14,14 +14,17 @@ install_slurm() {
     echo "local-cluster: slurm is not installed and installing needs root: apt-get install slurm-wlm slurmctld slurmd slurm-client" >&2
     return 1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    slurm-wlm slurmctld slurmd slurm-client >/dev/null
+  local pkgs=(slurm-wlm slurmctld slurmd slurm-client)
+  # A fresh container has no package lists yet: update them once when the first try fails.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null \
+    || { apt-get update -q >/dev/null \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
 }
 
 write_conf() {
   mkdir -p "$DIR"/{state,spool,log,run}
   local cpus mem
-  cpus=$(nproc)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)   # GNU nproc obeys OMP_NUM_THREADS
   mem=$(( $(free -m | awk '/^Mem:/{print $2}') - 512 ))
   cat > "$CONF" <<CONF
 ClusterName=weyl-local
@@ -49,6 +52,10 @@ SlurmdLogFile=$DIR/log/slurmd.log
 SlurmctldPort=${WEYL_SLURMCTLD_PORT:-6917}
 SlurmdPort=${WEYL_SLURMD_PORT:-6918}
 KillWait=10
+# A requeued job may start again only after its credential expired (default 120 s), and the
+# scheduler then waits for its next pass: keep both short so a requeue takes seconds.
+AuthInfo=cred_expire=5
+SchedulerParameters=bf_interval=1,sched_interval=1
 MinJobAge=300
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP

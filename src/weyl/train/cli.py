@@ -7,6 +7,7 @@ Hydra's flags (``--cfg job``, ``-m`` sweeps, ``hydra/launcher=...``) then work a
 
 from __future__ import annotations
 
+import os
 import sys
 
 from weyl.config.compose import available_options, config_dir, load_config, to_plain
@@ -113,8 +114,25 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _export_submitit_layout() -> bool:
+    """Under hydra-submitit-launcher, expose submitit's tasks as torch.distributed env vars.
+
+    Returns True when running as a submitit Slurm job (torchrun is not in the chain there).
+    """
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return False
+    if "WORLD_SIZE" not in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        # weyl picks cuda:LOCAL_RANK itself, so every task keeps seeing all of its node's GPUs;
+        # overwrite: a MASTER_PORT/MASTER_ADDR the user exported is read back, not rejected.
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return True
+
+
 def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed DictConfig
     global _exit_code
+    under_submitit = _export_submitit_layout()
     from hydra.core.hydra_config import HydraConfig
 
     from weyl.train.run_dir import prepare_run_dir
@@ -126,6 +144,8 @@ def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed Di
     try:
         typed = validate(plain)
     except ConfigError as exc:
+        if under_submitit:
+            raise
         _exit_code = _fail(str(exc))
         return
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
@@ -134,8 +154,19 @@ def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed Di
     )
     from weyl.train import run_training
 
-    summary = run_training(typed)
+    try:
+        summary = run_training(typed)
+    except (ValueError, FileNotFoundError) as exc:
+        # Set-up errors (missing data set, a vocabulary larger than the model) are one line;
+        # WEYL_DEBUG=1 shows the traceback.
+        if under_submitit or os.environ.get("WEYL_DEBUG") == "1":
+            raise  # submitit must record the failure, not a success
+        _exit_code = _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return
     _exit_code = int(summary.get("exit_code", 0)) if isinstance(summary, dict) else 0
+    if under_submitit and summary.get("state") == "preempted":
+        # No result for submitit to record: the sweep waits for the requeued job instead.
+        raise SystemExit(_exit_code)
 
 
 def main(argv: list[str]) -> int:

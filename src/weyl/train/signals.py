@@ -59,9 +59,14 @@ def slurm_job_id() -> str | None:
 
 
 def requeue_slurm_job(job_id: str | None = None, timeout_s: float = 30.0) -> bool:
-    """``scontrol requeue`` this job and let it start again at once; True on success.
+    """``scontrol requeue`` this job and ask Slurm to start it again at once; True on success.
 
-    Without ``StartTime=now`` a requeued job waits for Slurm's BeginTime back-off (~2 min).
+    Slurm holds a requeued job back (``Reason=BeginTime``) until its credential has expired
+    (``AuthInfo=cred_expire``, default 120 s). ``StartTime=now`` lifts that when the job has
+    already left its allocation; called from inside the running job, as the trainer does,
+    Slurm sets the hold again when the job actually leaves, so there the delay stays
+    ``cred_expire`` plus one scheduler pass (measured: ~6 s with cred_expire=5 on
+    slurm/local-cluster.sh, ~2 min with Slurm's defaults).
     """
     job_id = job_id or slurm_job_id()
     if job_id is None:
