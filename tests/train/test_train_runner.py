@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from tests.train.fixtures import step_records, synthetic_factories, tiny_config
 from weyl.train import run_training
@@ -67,7 +68,40 @@ def test_vocabulary_larger_than_the_model_is_a_one_line_error(tmp_path):
     from weyl.train import run_training
 
     cfg = load_config(
-        ["recipe=smoke/gpt_tiny", "data=kjv_gpt2", "data.block_size=64", f"run_dir={tmp_path / 'r'}"]
+        [
+            "recipe=smoke/gpt_tiny",
+            "data=kjv_gpt2",
+            "data.block_size=64",
+            f"run_dir={tmp_path / 'r'}",
+        ]
     )
     with pytest.raises(ValueError, match=r"model.vocab_size=128 .* set model.vocab_size >= 50257"):
         run_training(cfg)
+
+
+def test_every_update_runs_in_train_mode_after_eval_and_diagnostics(tmp_path):
+    # The trainer re-enters train mode only after eval/diagnostics (not on every update);
+    # both switch modules to eval, so each later update must still see train mode everywhere.
+    from weyl.config.schema import DiagnosticsConfig
+
+    seen: list[bool] = []
+    factories = synthetic_factories(diagnostics=True)
+    build = factories.build_model
+
+    def build_recording(model_cfg):
+        model = build(model_cfg)
+
+        def record(module, args):
+            # training updates: grad on, micro batch of 8 (probe batches hold 4, eval is no_grad)
+            if torch.is_grad_enabled() and args[0].shape[0] == 8:
+                seen.append(all(m.training for m in module.modules()))
+
+        model.register_forward_pre_hook(record)
+        return model
+
+    factories.build_model = build_recording
+    diag = DiagnosticsConfig(every=4, terms=False, per_head=False)
+    cfg = tiny_config(tmp_path / "run", eval_every=3, diagnostics=diag, resume="never")
+    summary = run_training(cfg, factories=factories)
+    assert summary["state"] == "finished"
+    assert len(seen) == 12 and all(seen), seen

@@ -110,6 +110,13 @@ class Trainer:
         self.autocast_dtype = self._autocast_dtype(cfg.precision)
         self._t_start = time.time()
         self._last_saved_step = -1
+        # Hot-path caches: walking the module tree costs ~1 ms a step on a small model.
+        self._params = list(parts.model.parameters())
+        inner = unwrap_compiled(parts.model)
+        self._ddp = inner if isinstance(inner, nn.parallel.DistributedDataParallel) else None
+        # Set when eval/diagnostics/restore may have left modules out of train mode; the next
+        # update then calls model.train() (a recursive walk) instead of every update doing so.
+        self._mode_dirty = True
 
     # ------------------------------------------------------------ setup helpers
 
@@ -126,12 +133,11 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _grad_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
-        model = self.p.model
         if self.fsdp:
-            model.set_requires_gradient_sync(enabled)
+            self.p.model.set_requires_gradient_sync(enabled)
             return contextlib.nullcontext()
-        if not enabled and isinstance(unwrap_compiled(model), nn.parallel.DistributedDataParallel):
-            return unwrap_compiled(model).no_sync()
+        if not enabled and self._ddp is not None:
+            return self._ddp.no_sync()
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------ state
@@ -187,6 +193,7 @@ class Trainer:
             set_rng_state(own["rng"])
         self.step = int(shared["step"])
         self._last_saved_step = self.step
+        self._mode_dirty = True
         return self.step
 
     def elapsed(self) -> float:
@@ -205,17 +212,21 @@ class Trainer:
 
     def _train_step(self) -> tuple[Tensor, Tensor, int]:
         """Forward/backward over the micro batches; returns (mean loss, grad norm, units)."""
-        model, data, task = self.p.model, self.p.data, self.p.task
-        model.train()
+        model, task = self.p.model, self.p.task
+        if self._mode_dirty or not model.training:
+            model.train()
+            self._mode_dirty = False
         accum = self.p.accum_steps
+        if accum == 1:  # the common case, without the accumulator's extra ops and graph node
+            inputs, targets = self._next_batch()
+            with self._autocast():
+                loss = task.loss(model(inputs), targets)
+            loss.backward()
+            return loss.detach(), self._clip_and_norm(), task.units(inputs)
         loss_sum = torch.zeros((), device=self.device)
         units = 0
         for i in range(accum):
-            inputs, targets = next(data.train)
-            if data.mix is not None:
-                inputs, targets = data.mix(inputs, targets)
-            inputs = inputs.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
+            inputs, targets = self._next_batch()
             units += task.units(inputs)
             with self._grad_sync(i == accum - 1):
                 with self._autocast():
@@ -225,8 +236,18 @@ class Trainer:
         grad_norm = self._clip_and_norm()
         return loss_sum / accum, grad_norm, units
 
+    def _next_batch(self) -> tuple[Tensor, Tensor]:
+        data = self.p.data
+        inputs, targets = next(data.train)
+        if data.mix is not None:
+            inputs, targets = data.mix(inputs, targets)
+        return (
+            inputs.to(self.device, non_blocking=True),
+            targets.to(self.device, non_blocking=True),
+        )
+
     def _clip_and_norm(self) -> Tensor:
-        params = [p for p in self.p.model.parameters() if p.grad is not None]
+        params = [p for p in self._params if p.grad is not None]
         grads = [p.grad for p in params]
         if not grads:
             return torch.zeros((), device=self.device)
@@ -259,6 +280,7 @@ class Trainer:
                     sums = batch if sums is None else sums + batch
         finally:
             model.train(was_training)
+            self._mode_dirty = True
         if sums is None:
             return {}
         sums = self.ctx.all_reduce_sum(sums.to(self.device))
@@ -267,6 +289,7 @@ class Trainer:
     def _diagnostics(self) -> dict[str, float]:
         if self.p.diagnostics is None:
             return {}
+        self._mode_dirty = True  # the probe may switch modules to eval
         try:
             with preserved_rng():
                 out = self.p.diagnostics()
@@ -284,6 +307,26 @@ class Trainer:
         if not callable(report):
             return {}
         return summarize_lr_report(report())
+
+    def _reduce_step_scalars(self, loss: Tensor, grad_norm: Tensor) -> tuple[float, float, bool]:
+        """(loss, grad norm, preempt) averaged over ranks, with the update's one host sync."""
+        # The crash guard must see the loss before optimizer.step(), so one sync per update is
+        # needed; everything the host needs rides on it (a single small copy on GPU).
+        if not self.ctx.is_distributed:
+            both = torch.stack([loss.float(), grad_norm.float().to(self.device)])
+            loss_f, norm_f = both.tolist()
+            return loss_f, norm_f, self.preemption.requested
+        # Every rank must agree on stopping, so the preemption flag travels in the all-reduce.
+        flag = 1.0 if self.preemption.requested else 0.0
+        reduced = torch.stack(
+            [
+                loss.float(),
+                grad_norm.float().to(self.device),
+                torch.tensor(flag, device=self.device),
+            ]
+        )
+        loss_f, norm_f, preempt = (self.ctx.all_reduce_sum(reduced) / self.ctx.world_size).tolist()
+        return loss_f, norm_f, preempt > 0
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.p.total_steps
@@ -323,17 +366,7 @@ class Trainer:
             t0 = time.perf_counter()
             lr = p.schedule.apply(p.optimizer, self.step)
             loss_t, norm_t, units = self._train_step()
-            flag = 1.0 if self.preemption.requested else 0.0
-            reduced = torch.stack(
-                [
-                    loss_t.float(),
-                    norm_t.float().to(self.device),
-                    torch.tensor(flag, device=self.device),
-                ]
-            )
-            loss, grad_norm, preempt = (
-                self.ctx.all_reduce_sum(reduced) / self.ctx.world_size
-            ).tolist()
+            loss, grad_norm, preempt = self._reduce_step_scalars(loss_t, norm_t)
             if fault_injection.inject_nan(self.step + 1):
                 loss = float("nan")
             reason = self.guard.check(loss, grad_norm)
@@ -383,7 +416,7 @@ class Trainer:
             if self._due(cfg.ckpt_every):
                 self.save_checkpoint()
             fault_injection.maybe_kill_after_step(self.step)
-            if preempt > 0 and self.step < p.total_steps:
+            if preempt and self.step < p.total_steps:
                 return self._on_preempt()
         self.save_checkpoint()
         self._status("finished", final_loss=self.last_loss)
