@@ -20,7 +20,13 @@ def write_run(root, name, crash_at=None, layers=2, steps=60):
     for step in range(0, steps + 1, 10):
         if crash_at is not None and step > crash_at:
             break
-        rec = {"step": step, "loss": 4.0 - step / 30, "lr": 1e-3, "tokens_per_s": 1000.0 + step, "elapsed": step / 10}
+        rec = {
+            "step": step,
+            "loss": 4.0 - step / 30,
+            "lr": 1e-3,
+            "tokens_per_s": 1000.0 + step,
+            "elapsed": step / 10,
+        }
         for i in range(layers):
             layer = f"L{i:02d}"
             rec[f"attn/{layer}/qk_sigma1_max"] = 1.0 + step + i
@@ -38,7 +44,11 @@ def write_run(root, name, crash_at=None, layers=2, steps=60):
             rec["eval/loss"] = rec["loss"] + 0.1
         lines.append(json.dumps(rec))
     (root / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    state = {"state": "crashed", "step": crash_at, "reason": "non-finite loss"} if crash_at else {"state": "finished", "step": steps}
+    state = (
+        {"state": "crashed", "step": crash_at, "reason": "non-finite loss"}
+        if crash_at
+        else {"state": "finished", "step": steps}
+    )
     (root / "status.json").write_text(json.dumps(state))
     return root
 
@@ -93,7 +103,10 @@ def test_report_draws_saved_attention_maps(tmp_path, count_axes):
 
     run_dir = write_run(tmp_path / "run", "run")
     (run_dir / "attention").mkdir()
-    maps = {"L00": torch.softmax(torch.randn(2, 8, 8), -1).half(), "L01": torch.eye(8).expand(2, 8, 8).half()}
+    maps = {
+        "L00": torch.softmax(torch.randn(2, 8, 8), -1).half(),
+        "L01": torch.eye(8).expand(2, 8, 8).half(),
+    }
     torch.save(maps, run_dir / "attention" / "step_0000010.pt")
     written = report_run(run_dir, steps=[10])
     assert_png(written["attention_10"])
@@ -119,3 +132,35 @@ def test_missing_run_dir_is_one_line(tmp_path, capsys):
     assert "metrics.jsonl" in err and "\n" not in err
     with pytest.raises(FileNotFoundError):
         compare_runs([tmp_path / "nope"], tmp_path / "out")
+
+
+def test_report_of_a_real_training_run_draws_its_attention_maps(tmp_path, count_axes):
+    """End to end: the trainer saves probe attention maps, `weyl report` draws every panel."""
+    import torch
+
+    from weyl.config.compose import load_config
+    from weyl.train import run_training
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(
+        [
+            "recipe=smoke/gpt_tiny",
+            f"run_dir={run_dir}",
+            "logger.progress=false",
+            "trainer.max_steps=20",
+            "diagnostics.every=10",
+            "diagnostics.attention_maps_every=10",
+        ]
+    )
+    assert run_training(cfg)["state"] == "finished"
+    saved = sorted((run_dir / "attention").glob("step_*.pt"))
+    assert [p.name for p in saved] == ["step_0000000.pt", "step_0000010.pt", "step_0000020.pt"]
+    maps = torch.load(saved[-1], weights_only=True)
+    assert sorted(maps) == ["L00", "L01"] and maps["L00"].shape == (2, 64, 64)
+    rows = maps["L00"].float().sum(-1)
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-2)  # softmax rows (fp16)
+    assert torch.all(maps["L00"].float().triu(1) == 0)  # causal
+    written = report_run(run_dir)
+    assert {"curves", "spectra", "lr", "sec", "terms_L00"} <= set(written)
+    attention = [k for k in written if k.startswith("attention_")]
+    assert attention and count_axes[written[attention[0]].name] == 2

@@ -234,6 +234,9 @@ class DiagnosticsConfig:
     per_head: bool = True
     # Probe maps per layer whose SVD gives the effective rank (bounds the cost).
     rank_samples: int = 4
+    # Save the first probe sample's attention maps (fp16, all heads) to <run_dir>/attention/
+    # every N steps for Fig. 2/3 in `weyl report`; 0 = never (H·N² per layer: large for long contexts).
+    attention_maps_every: int = 0
     # Collapse classifier thresholds (see weyl.diagnostics.collapse).
     entropy_collapse: float = 0.2
     sec_concentrated: float = 0.95

@@ -281,7 +281,9 @@ def _check_trainer(t: TrainerConfig) -> None:
         _require(value > 0, f"trainer.{key}", f"must be > 0, got {value}")
     _require(t.eval_batches >= 0, "trainer.eval_batches", f"must be >= 0, got {t.eval_batches}")
     _require(t.max_rollbacks >= 0, "trainer.max_rollbacks", f"must be >= 0, got {t.max_rollbacks}")
-    _require(not t.ema, "trainer.ema", "EMA of weights is not implemented yet; set trainer.ema=false")
+    _require(
+        not t.ema, "trainer.ema", "EMA of weights is not implemented yet; set trainer.ema=false"
+    )
     _require(t.spike_factor > 1.0, "trainer.spike_factor", f"must be > 1, got {t.spike_factor}")
     _require(
         t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),

@@ -16,6 +16,9 @@ modes differ exactly here: both are sparse (entropy ≈ 0), benign is near-ident
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
@@ -41,3 +44,21 @@ def effective_rank(maps: Tensor) -> Tensor:
     p = sigma / total.clamp_min(torch.finfo(sigma.dtype).tiny)
     erank = torch.exp(-torch.xlogy(p, p).sum(-1))
     return torch.where(total.squeeze(-1) > 0, erank, torch.nan)
+
+
+def save_probe_attention(model: torch.nn.Module, inputs: Tensor, path: str | Path) -> Path:
+    """Save the first probe sample's attention maps, ``{layer: (H, N_q, N_k) fp16}``, atomically.
+
+    These are the maps of the paper's Fig. 2/3, drawn by ``weyl report``; one sample (the
+    first window for Swin) keeps a file at H·N² half floats per layer.
+    """
+    from weyl.models.attention_view import probe_attention
+
+    maps = probe_attention(model, inputs[:1])
+    small = {name: m[0].to(torch.float16).contiguous() for name, m in maps.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(small, tmp)
+    os.replace(tmp, path)
+    return path

@@ -300,7 +300,19 @@ class Trainer:
             return {"diag_error": repr(err)}
         # The probe backward (15 terms) may leave gradients behind; the next update starts clean.
         self.p.optimizer.zero_grad(set_to_none=True)
+        self._save_attention_maps()
         return out
+
+    def _save_attention_maps(self) -> None:
+        every = self.p.cfg.diagnostics.attention_maps_every
+        if not every or self.step % every or not self.ctx.is_main or self.p.eval_model is None:
+            return
+        from weyl.diagnostics.attention_maps import save_probe_attention
+
+        inputs = self.p.data.probe[0].to(self.device)
+        path = Path(self.p.cfg.run_dir) / "attention" / f"step_{self.step:07d}.pt"
+        with preserved_rng():
+            save_probe_attention(self.p.eval_model, inputs, path)
 
     def _optimizer_report(self) -> dict[str, float]:
         report = getattr(self.p.optimizer, "lr_report", None)
