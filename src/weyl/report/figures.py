@@ -227,6 +227,6 @@ def plot_final_loss_vs_lr(rows: Sequence[dict], path: Path) -> Path:
         ax.plot(xs, ys, "o-", label=method)
     ax.set_xscale("log")
     ax.set_xlabel("peak learning rate")
-    ax.set_ylabel("final training loss")
+    ax.set_ylabel("final eval loss (train loss when not evaluated)")
     ax.legend()
     return _save(fig, path)
