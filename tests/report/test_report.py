@@ -164,3 +164,15 @@ def test_report_of_a_real_training_run_draws_its_attention_maps(tmp_path, count_
     assert {"curves", "spectra", "lr", "sec", "terms_L00"} <= set(written)
     attention = [k for k in written if k.startswith("attention_")]
     assert attention and count_axes[written[attention[0]].name] == 2
+
+
+def test_lr_sweep_plot_has_one_line_per_method(tmp_path, count_axes):
+    rows = [
+        {"method": m, "lr": lr, "final_loss": loss}
+        for m, losses in (("adamw_warmup", (1.3, 1.8, 2.2)), ("adamw2_nowarmup", (1.3, 1.29, 1.29)))
+        for lr, loss in zip((5e-3, 1e-2, 2e-2), losses)
+    ]
+    rows.append({"method": "adamw_nowarmup", "lr": 2e-2, "final_loss": float("inf")})  # crashed
+    path = figures.plot_final_loss_vs_lr(rows, tmp_path / "sweep.png")
+    assert_png(path)
+    assert count_axes["sweep.png"] == 1
