@@ -13,6 +13,7 @@ without ``lr_report`` give an empty dict.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from statistics import fmean
 
 from torch import nn
@@ -83,9 +84,17 @@ def layer_lr_stats(
     everything = [r for records in grouped.values() for r in records]
     for layer, records in [*sorted(grouped.items()), ("all", everything)]:
         key = "lr" if layer == "all" else f"lr/{layer}"
-        effective = [float(r["lr_eff"]) for r in records]
-        out[f"{key}/scheduled_mean"] = fmean(float(r["lr"]) for r in records)
-        out[f"{key}/effective_mean"] = fmean(effective)
-        out[f"{key}/effective_min"] = min(effective)
-        out[f"{key}/clip_rate"] = fmean(float(r["clipped"]) for r in records)
+        out.update({f"{key}/{k}": v for k, v in lr_summary(records).items()})
     return out
+
+
+def lr_summary(records: Iterable[dict[str, float]]) -> dict[str, float]:
+    """``scheduled_mean``, ``effective_mean``, ``effective_min``, ``clip_rate`` of lr_report rows."""
+    rows = list(records)
+    effective = [float(r["lr_eff"]) for r in rows]
+    return {
+        "scheduled_mean": fmean(float(r["lr"]) for r in rows),
+        "effective_mean": fmean(effective),
+        "effective_min": min(effective),
+        "clip_rate": fmean(float(r["clipped"]) for r in rows),
+    }

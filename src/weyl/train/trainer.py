@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from weyl.config.schema import TrainConfig
+from weyl.diagnostics.optimizer_view import lr_summary
 from weyl.train import fault_injection
 from weyl.train.checkpoint import (
     CheckpointManager,
@@ -511,21 +512,11 @@ def unwrap_compiled(model: nn.Module) -> nn.Module:
 
 def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
     """Per-tensor ``{name: {lr, lr_eff, clipped, ...}}`` → mean/min effective LR and clip rate."""
-    # weyl.optim names the effective LR "lr_eff"; accept "effective_lr" too (diagnostics' name).
-    key = next(
-        (
-            k
-            for k in ("lr_eff", "effective_lr")
-            if any(isinstance(r, dict) and k in r for r in report.values())
-        ),
-        None,
-    )
-    rows = [r for r in report.values() if isinstance(r, dict) and key in r]
-    if not rows:
+    if not report:
         return {}
-    eff = [float(r[key]) for r in rows]
+    summary = lr_summary(report.values())
     return {
-        "optim/lr_eff_mean": sum(eff) / len(eff),
-        "optim/lr_eff_min": min(eff),
-        "optim/clip_rate": sum(float(r.get("clipped", 0.0)) for r in rows) / len(rows),
+        "optim/lr_eff_mean": summary["effective_mean"],
+        "optim/lr_eff_min": summary["effective_min"],
+        "optim/clip_rate": summary["clip_rate"],
     }
