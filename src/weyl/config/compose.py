@@ -18,6 +18,8 @@ from weyl.config.schema import TrainConfig
 from weyl.config.validate import ConfigError, validate
 
 PRIMARY_CONFIG = "train"
+# The selectable config groups of configs/ (recipe links to recipes/).
+CONFIG_GROUPS = ("recipe", "model", "data", "optim", "schedule", "trainer", "logger", "diagnostics")
 
 
 def config_dir() -> Path:
@@ -62,16 +64,7 @@ def _hydra_error_to_line(exc: Exception) -> ConfigError:
         path = missing.group(1)
         group, _, option = path.rpartition("/")
         top = group.split("/")[0] if group else path
-        if top in {
-            "model",
-            "data",
-            "optim",
-            "schedule",
-            "trainer",
-            "logger",
-            "diagnostics",
-            "recipe",
-        }:
+        if top in CONFIG_GROUPS:
             options = ", ".join(available_options(top))
             wanted = path[len(top) + 1 :] if group else option
             return ConfigError(f"{top}={wanted}: no such {top}; available: {options}")

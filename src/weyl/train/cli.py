@@ -10,7 +10,13 @@ from __future__ import annotations
 import os
 import sys
 
-from weyl.config.compose import available_options, config_dir, load_config, to_plain
+from weyl.config.compose import (
+    CONFIG_GROUPS,
+    available_options,
+    config_dir,
+    load_config,
+    to_plain,
+)
 from weyl.config.validate import ConfigError, validate
 
 # Flags Hydra consumes itself; the ones in _TAKES_VALUE are followed by a value.
@@ -69,7 +75,6 @@ _exit_code = 0
 
 def help_text() -> str:
     """``weyl train --help``: usage, examples and the options of every config group."""
-    groups = ("recipe", "model", "data", "optim", "schedule", "trainer", "logger", "diagnostics")
     lines = [
         "usage: weyl train [recipe=<path>] [group=<option>] [key=value ...] [Hydra flags]",
         "",
@@ -83,7 +88,7 @@ def help_text() -> str:
         "",
         "config groups and their options:",
     ]
-    for group in groups:
+    for group in CONFIG_GROUPS:
         lines.append(f"  {group}: {', '.join(available_options(group))}")
     lines += [
         "",
