@@ -19,7 +19,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from weyl.report.run_data import RunData
 
 METHODS = ("adamw_nowarmup", "adamw_warmup", "adamw2_nowarmup")
 SIGMA_REPARAM = "sigma_reparam_nowarmup"
@@ -44,11 +47,15 @@ class Verdict:
     passed: bool
 
 
-def final_layer_values(run_dir: Path, suffix: str) -> dict[str, float]:
-    """Each layer's value of ``attn/<layer>/<suffix>`` at the last step that logged it."""
-    from weyl.report.run_data import load_run
+def _as_run(run: RunData | Path) -> RunData:
+    from weyl.report.run_data import RunData, load_run
 
-    run = load_run(run_dir)
+    return run if isinstance(run, RunData) else load_run(run)
+
+
+def final_layer_values(run: RunData | Path, suffix: str) -> dict[str, float]:
+    """Each layer's value of ``attn/<layer>/<suffix>`` at the last step that logged it."""
+    run = _as_run(run)
     values = {}
     for layer in run.layers():
         last = run.last(f"attn/{layer}/{suffix}")
@@ -57,11 +64,11 @@ def final_layer_values(run_dir: Path, suffix: str) -> dict[str, float]:
     return values
 
 
-def final_loss(run_dir: Path) -> float:
+def final_loss(run: RunData | Path) -> float:
     """The run's final eval loss (train loss when it never evaluated; inf when it crashed)."""
-    from weyl.report.run_data import load_run, run_summary
+    from weyl.report.run_data import run_summary
 
-    summary = run_summary(load_run(run_dir))
+    summary = run_summary(_as_run(run))
     if summary["state"] == "crashed":
         return math.inf
     value = summary["final_eval_loss"] if summary["final_eval_loss"] is not None else summary["final_loss"]
@@ -70,9 +77,10 @@ def final_loss(run_dir: Path) -> float:
 
 def verdicts(runs: dict[str, Path]) -> list[Verdict]:
     """Check the paper's signature on the three demo runs."""
-    loss = {name: final_loss(path) for name, path in runs.items()}
-    ent = {name: final_layer_values(path, "entropy_mean") for name, path in runs.items()}
-    sec2 = {name: final_layer_values(path, "sec_s2_mean") for name, path in runs.items()}
+    data = {name: _as_run(path) for name, path in runs.items()}  # each metrics file read once
+    loss = {name: final_loss(run) for name, run in data.items()}
+    ent = {name: final_layer_values(run, "entropy_mean") for name, run in data.items()}
+    sec2 = {name: final_layer_values(run, "sec_s2_mean") for name, run in data.items()}
     base = loss["adamw_warmup"]
     out = []
 
