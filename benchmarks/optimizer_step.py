@@ -145,8 +145,11 @@ def main() -> None:
     ap.add_argument("--power-iters", type=int, default=1)
     ap.add_argument("--tau", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
-    ap.add_argument("--no-keep-scratch", action="store_true",
-                    help="allocate AdamW²'s ΔW buffer every step (less memory, slower on CPU)")
+    ap.add_argument(
+        "--no-keep-scratch",
+        action="store_true",
+        help="allocate AdamW²'s ΔW buffer every step (less memory, slower on CPU)",
+    )
     ap.add_argument("--accuracy", action="store_true", help="σ̂₁ error study instead of timing")
     ap.add_argument("--steps", type=int, default=200, help="trajectory length for --accuracy")
     args = ap.parse_args()
@@ -165,8 +168,13 @@ def main() -> None:
         base = torch.optim.AdamW(groups(base_params), fused=True, **hyper)
     else:
         base = torch.optim.AdamW(groups(base_params), foreach=True, **hyper)
-    ours = AdamW2(groups(ours_params), tau=args.tau, power_iters=args.power_iters,
-                  keep_scratch=not args.no_keep_scratch, **hyper)
+    ours = AdamW2(
+        groups(ours_params),
+        tau=args.tau,
+        power_iters=args.power_iters,
+        keep_scratch=not args.no_keep_scratch,
+        **hyper,
+    )
 
     def timed(opt: torch.optim.Optimizer) -> float:
         if args.device == "cuda":

@@ -73,3 +73,23 @@ def test_initial_vector_is_deterministic_and_leaves_global_rng_alone():
     torch.manual_seed(99)
     assert torch.equal(a, initial_vector(10, seed=42))
     assert a.norm().item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_zero_matrices_among_others_keep_their_vectors_in_one_call():
+    g = torch.Generator().manual_seed(1)
+    # a small and a row-blocked (> 64K elements) zero matrix between two ordinary ones
+    mats = [
+        torch.randn(12, 7, generator=g),
+        torch.zeros(6, 7),
+        torch.zeros(700, 100),
+        torch.randn(700, 100, generator=g),
+    ]
+    vecs = [initial_vector(m.shape[1], seed=i) for i, m in enumerate(mats)]
+    before = [v.clone() for v in vecs]
+    est = spectral_norm_estimates(mats, [ShardLayout(m.shape) for m in mats], vecs, iters=300)
+    assert est[1].item() == 0.0 and est[2].item() == 0.0
+    assert torch.equal(vecs[1], before[1]) and torch.equal(vecs[2], before[2])
+    for i in (0, 3):
+        exact = torch.linalg.svdvals(mats[i].double())[0].item()
+        assert est[i].item() == pytest.approx(exact, rel=1e-4)
+        assert vecs[i].norm().item() == pytest.approx(1.0, rel=1e-5)

@@ -136,8 +136,11 @@ class AdamW2(SpectrallyClippedOptimizer):
         else:
             updates = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_add_(updates, [b2 * eps for b2 in bc2_sqrt])
+        zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
         for m, u, k in zip(exp_avgs, updates, ks):
-            torch.addcdiv(_zero(u), m, u, value=k, out=u)
+            if u.dtype not in zeros:
+                zeros[u.dtype] = torch.zeros((), dtype=u.dtype, device=u.device)
+            torch.addcdiv(zeros[u.dtype], m, u, value=k, out=u)
         device = weights[0].device
         # updates = −ΔW/λ (folded) or ΔW: σ̂₁(ΔW) = λ·σ̂₁(updates) or σ̂₁(updates).
         scale = torch.full((len(ks),), wd if fold else 1.0, dtype=torch.float32, device=device)
@@ -177,8 +180,3 @@ class AdamW2(SpectrallyClippedOptimizer):
         """Bytes of the per-parameter scratch buffers kept between steps (CPU only)."""
         bufs = self.__dict__.get("_scratch", {})
         return sum(b.numel() * b.element_size() for _, b in bufs.values())
-
-
-def _zero(like: Tensor) -> Tensor:
-    """A 0-d zero on ``like``'s device and dtype (the broadcast base of an out= addcdiv)."""
-    return torch.zeros((), dtype=like.dtype, device=like.device)

@@ -16,11 +16,13 @@ it in place each call: ``u = W v / ‖W v‖``, ``w = Wᵀ u``, ``σ̂ = ‖w‖
 lower bound of σ₁ that tightens with every iteration; warm-started from the previous step's
 ``v`` one iteration per step tracks a slowly changing matrix closely. All math is fp32.
 
-Batching: matrices are bucketed by local shape. On accelerators a bucket is stacked and
-iterated with ``bmm`` (few kernel launches); small CPU matrices are stacked too. Large local
-CPU matrices are iterated one by one through row blocks of ~256 KiB: ``u_b = M_b v`` and
-``w += M_bᵀ u_b`` run while the block is in L2, so an iteration reads the matrix from memory
-once instead of twice (``‖M v‖² = v·w`` normalises without keeping ``u``).
+Batching: on accelerators matrices are bucketed by local shape, stacked and iterated with
+``bmm`` (few kernel launches). On the CPU each unsharded matrix is iterated in place, row
+block by row block of ~256 KiB: ``u_b = M_b v`` and ``w += M_bᵀ u_b`` run while the block is
+in L2, so an iteration reads the matrix from memory once instead of twice (``‖M v‖² = v·w``),
+and the norms and normalisations of all matrices are one foreach call each. Stacking would
+copy every matrix first: for a 0.83M-parameter GPT's 36 weights and updates it measured
+2.7 ms against 0.73 ms.
 
 Accuracy (``python benchmarks/optimizer_step.py --accuracy``): char-level GPT, 4 layers,
 d 128, a new random batch of 32×64 KJV characters each step, torch AdamW lr 1e-2, β (0.9, 0.95),
@@ -54,6 +56,7 @@ memory is one column vector per matrix, the same on every rank. Other placements
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -63,12 +66,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-# Stack CPU matrices up to this many elements; bigger ones go through views (no copy).
-_CPU_STACK_MAX_NUMEL = 1 << 16
 # Row blocks of ~256 KiB fp32: a block and its products stay in a core's L2 between the two
 # matrix-vector products of an iteration.
 _CPU_BLOCK_NUMEL = 1 << 16
+# Distributed CPU runs (gloo) stack same-shape shards up to this size for the batched path.
+_CPU_STACK_MAX_NUMEL = 1 << 16
 _TINY = 1e-30
+_PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,11 @@ class ShardLayout:
 
 def matrix_shape(shape: Sequence[int]) -> tuple[int, int] | None:
     """``(rows, cols)`` of the matrix view of a tensor of this shape; ``None`` for a vector."""
+    return _matrix_shape(tuple(shape))
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every tensor at every step
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
     dims = list(shape)
     while len(dims) > 1 and dims[0] == 1:
         dims.pop(0)
@@ -108,6 +117,8 @@ def spectral_norm(t: Tensor) -> Tensor:
 
 def shard_layout(t: Tensor) -> ShardLayout:
     """Where the rows of ``t``'s matrix view live: locally, or across a dim-0 shard group."""
+    if type(t) in _PLAIN_TENSOR_TYPES:
+        return ShardLayout(t.shape)
     from torch.distributed.tensor import DTensor
 
     if not isinstance(t, DTensor):
@@ -131,6 +142,8 @@ def shard_layout(t: Tensor) -> ShardLayout:
 
 def local_tensor(t: Tensor) -> Tensor:
     """The local shard of a DTensor (a view sharing storage), or ``t`` itself."""
+    if type(t) in _PLAIN_TENSOR_TYPES:  # the common case, without the import machinery
+        return t
     from torch.distributed.tensor import DTensor
 
     return t.to_local() if isinstance(t, DTensor) else t
@@ -200,12 +213,9 @@ def _estimate(
         return
     cols = {i: matrix_shape(layouts[i].shape)[1] for i in mat_idx}
     if group is None and out.device.type == "cpu":
-        big = [i for i in mat_idx if tensors[i].numel() > _CPU_STACK_MAX_NUMEL]
-        for i in big:
-            out[i] = _blocked_power_iteration(tensors[i].reshape(-1, cols[i]), vectors[i], iters)
-        mat_idx = [i for i in mat_idx if tensors[i].numel() <= _CPU_STACK_MAX_NUMEL]
-        if not mat_idx:
-            return
+        local = [tensors[i].reshape(-1, cols[i]) for i in mat_idx]
+        out[mat_idx] = _cpu_power_iteration(local, [vectors[i] for i in mat_idx], iters)
+        return
     # Bucket by local shape: uneven shards can put the same parameter in different buckets on
     # different ranks, so collectives below are assembled in parameter order, not bucket order.
     buckets: dict[tuple, list[int]] = defaultdict(list)
@@ -267,28 +277,47 @@ def _estimate(
         torch._foreach_copy_([vectors[i] for i in members], list(v[tuple(members)].unbind(0)))
 
 
-def _blocked_power_iteration(m: Tensor, v: Tensor, iters: int) -> Tensor:
-    """σ̂₁ of a local CPU matrix; ``iters`` iterations refining ``v`` in place, one pass each.
+def _cpu_power_iteration(mats: Sequence[Tensor], vecs: Sequence[Tensor], iters: int) -> Tensor:
+    """σ̂₁ of local CPU matrices; ``iters`` iterations refining each ``v`` in place, one read each.
 
-    Each iteration walks row blocks that fit in L2 and applies ``u_b = M_b v`` and
-    ``w += M_bᵀ u_b`` while the block is cached, so ``w = MᵀM v`` costs one read of ``M``
-    instead of two. ``‖M v‖² = v·w`` gives the normaliser of ``u`` without storing it.
+    Per matrix and row block that fits in L2, ``u_b = M_b v`` and ``w += M_bᵀ u_b`` run while
+    the block is cached, so ``w = MᵀM v`` reads ``M`` from memory once. No stacking: a copy of
+    every matrix into a batch would cost more than the products (measured 3.7× slower for a
+    GPT's 18 matrices). ``σ̂ = ‖w‖/‖M v‖``; norms and the normalisation run as one foreach
+    call over all matrices, and a matrix with ``M v = 0`` keeps its vector.
     """
-    rows = max(1, _CPU_BLOCK_NUMEL // m.shape[1])
-    blocks = m.split(rows) if m.shape[0] > rows else (m,)
-    convert = m.dtype != torch.float32
-    x = v
-    sigma = torch.zeros((), dtype=torch.float32)
+    n = len(mats)
+    sigma = torch.zeros(n, dtype=torch.float32)
+    xs = list(vecs)
     for _ in range(iters):
-        w = torch.zeros_like(x)
-        for b in blocks:
-            b = b.float() if convert else b
-            w.addmv_(b.t(), torch.mv(b, x))
-        unorm_sq = torch.dot(x, w)
-        if not unorm_sq > 0:  # M x = 0 (a zero matrix): keep the old vector
-            return sigma
-        wnorm = torch.linalg.vector_norm(w)
-        sigma = wnorm / unorm_sq.sqrt()
-        x = w / wnorm
-    v.copy_(x)
+        us: list[Tensor] = []
+        ws: list[Tensor] = []
+        blocked: list[tuple[int, Tensor]] = []  # (matrix, ‖M v‖²) for multi-block matrices
+        for j, (m, x) in enumerate(zip(mats, xs)):
+            rows = max(1, _CPU_BLOCK_NUMEL // m.shape[1])
+            if m.shape[0] <= rows:
+                b = m if m.dtype == torch.float32 else m.float()
+                u = torch.mv(b, x)
+                us.append(u)
+                ws.append(torch.mv(b.t(), u))
+                continue
+            w = torch.zeros_like(x)
+            for b in m.split(rows):
+                b = b if b.dtype == torch.float32 else b.float()
+                w.addmv_(b.t(), torch.mv(b, x))
+            us.append(x.new_zeros(1))  # placeholder: ‖M v‖² = v·w instead of keeping u
+            ws.append(w)
+            blocked.append((j, torch.dot(x, w)))
+        unorm = torch.stack(torch._foreach_norm(us))
+        for j, usq in blocked:
+            unorm[j] = usq.clamp_min(0).sqrt()
+        wnorm = torch.stack(torch._foreach_norm(ws))
+        # M v = 0 ⇔ w = Mᵀ M v = 0 (v·w = ‖M v‖²): such a matrix has σ̂ = 0 and keeps its v.
+        sigma = torch.where(wnorm > 0, wnorm / unorm.clamp_min(_TINY), 0.0)
+        scales = wnorm.tolist()  # on the CPU a memcpy, and it lets the division take floats
+        if not all(s > 0 for s in scales):
+            ws = [w if s > 0 else x for w, x, s in zip(ws, xs, scales)]
+            scales = [s if s > 0 else 1.0 for s in scales]
+        xs = torch._foreach_div(ws, scales)
+    torch._foreach_copy_(list(vecs), xs)
     return sigma

@@ -126,9 +126,12 @@ class WeylClip:
             wvecs.append(st["sigma_vec_weight"])
             uvecs.append(st["sigma_vec_update"])
         iters = max(self.power_iters, WARMUP_POWER_ITERS) if fresh else self.power_iters
-        sig_w = spectral_norm_estimates(weights, layouts, wvecs, iters)
-        sig_u = spectral_norm_estimates(updates, layouts, uvecs, iters)
-        return sig_w, sig_u
+        # One call for both: the per-call work (bucketing, foreach norms, collectives) is paid once.
+        n = len(weights)
+        sig = spectral_norm_estimates(
+            [*weights, *updates], [*layouts, *layouts], [*wvecs, *uvecs], iters
+        )
+        return sig[:n], sig[n:]
 
 
 class SpectrallyClippedOptimizer(torch.optim.Optimizer):
