@@ -108,12 +108,12 @@ class StampedTokens:
         return tokens / (w1 - w0), tokens / (c1 - c0), tokens / (steps * median + diag)
 
 
-def plain_loop(steps: int, device: str) -> tuple[float, float, float]:
+def plain_loop(steps: int, device: str, batch: int) -> tuple[float, float, float]:
     """The nanoGPT-style loop over ``steps + 2`` updates; tokens/s in the window."""
     torch.manual_seed(0)
     model = build_model(MODEL).to(device)
     opt = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=LR, betas=BETAS, foreach=True)
-    data = StampedTokens(BATCH)
+    data = StampedTokens(batch)
     total = steps + 2
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else None
     for step in range(total):
@@ -137,7 +137,9 @@ def plain_loop(steps: int, device: str) -> tuple[float, float, float]:
     return data.window_rates(steps)
 
 
-def trainer_run(steps: int, device: str, optim: str, workdir: Path) -> tuple[float, float, float]:
+def trainer_run(
+    steps: int, device: str, optim: str, workdir: Path, batch: int
+) -> tuple[float, float, float]:
     """``run_training`` over ``steps + 2`` updates; tokens/s in the window (see window_rates)."""
     streams: list[StampedTokens] = []
 
@@ -166,7 +168,7 @@ def trainer_run(steps: int, device: str, optim: str, workdir: Path) -> tuple[flo
         schedule=ScheduleConfig(name="cosine", warmup_steps=0),
         trainer=TrainerConfig(
             max_steps=steps + 2,
-            global_batch_size=BATCH,
+            global_batch_size=batch,
             log_every=LOG_EVERY,
             eval_every=10**9,
             ckpt_every=10**9,
@@ -210,6 +212,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=BATCH, help="sequences per update")
     args = ap.parse_args()
     if args.steps <= 0 or args.steps % DIAG_EVERY:
         raise ValueError(
@@ -223,9 +226,13 @@ def main() -> None:
     robust: dict[str, list[float]] = {k: [] for k in names}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {
-            "plain": lambda: plain_loop(args.steps, args.device),
-            "trainer-adamw": lambda: trainer_run(args.steps, args.device, "adamw", Path(tmp)),
-            "trainer-adamw2": lambda: trainer_run(args.steps, args.device, "adamw2", Path(tmp)),
+            "plain": lambda: plain_loop(args.steps, args.device, args.batch),
+            "trainer-adamw": lambda: trainer_run(
+                args.steps, args.device, "adamw", Path(tmp), args.batch
+            ),
+            "trainer-adamw2": lambda: trainer_run(
+                args.steps, args.device, "adamw2", Path(tmp), args.batch
+            ),
         }
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else reversed(names):
@@ -240,7 +247,7 @@ def main() -> None:
             )
     n_params = sum(p.numel() for p in build_model(MODEL).parameters())
     print(
-        f"\nGPT {MODEL.n_layer}x{MODEL.n_embd}, {n_params:,} params, batch {BATCH}x"
+        f"\nGPT {MODEL.n_layer}x{MODEL.n_embd}, {n_params:,} params, batch {args.batch}x"
         f"{MODEL.block_size}, device {args.device}, {args.threads} thread(s), "
         f"median of {args.rounds} rounds"
     )
