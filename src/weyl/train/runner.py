@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from weyl.config.schema import TrainConfig
-from weyl.models.attention_view import attention_views, unwrap_model
+from weyl.models.attention_view import unwrap_model
 from weyl.train.checkpoint import CheckpointManager
 from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed, wrap_model
 from weyl.train.loggers import JsonlLogger, MetricLoggers, ProgressBar, WandbLogger
 from weyl.train.run_status import write_status
 from weyl.train.schedule import build_schedule
 from weyl.train.task import build_task
-from weyl.train.throughput import count_parameters, transformer_flops_per_token
+from weyl.train.throughput import peak_flops, training_flops_per_sample
 from weyl.train.trainer import Trainer, TrainerParts
 
 log = logging.getLogger(__name__)
@@ -107,16 +107,15 @@ def resolve_resume(resume: str, ckpt: CheckpointManager) -> Path | None:
     return path
 
 
-def _flops_per_token(model: nn.Module, task_unit: str, seq_len: int | None) -> float | None:
-    if task_unit != "tokens" or seq_len is None:
+def _flops_per_unit(
+    model: nn.Module, task_unit: str, probe: torch.Tensor, device: torch.device
+) -> float | None:
+    """Training FLOPs per token or image for MFU; ``None`` where MFU is not reported (CPU)."""
+    if peak_flops(device) is None:
         return None
-    try:
-        views = attention_views(model)
-    except TypeError:
-        return None
-    if not views:
-        return None
-    return transformer_flops_per_token(count_parameters(model), len(views), views[0].dim, seq_len)
+    sample = probe[:1].to(device)
+    per_sample = training_flops_per_sample(model, sample)
+    return per_sample / sample.shape[-1] if task_unit == "tokens" else per_sample
 
 
 def _diagnostics_fn(
@@ -237,7 +236,6 @@ def run_training(
             samples_per_epoch=data.samples_per_epoch,
             global_batch_size=cfg.trainer.global_batch_size,
         )
-        seq_len = data.probe[0].shape[-1] if data.task == "lm" else None
         ckpt = CheckpointManager(run_dir / "checkpoints", ctx, cfg.trainer.keep_last)
         parts = TrainerParts(
             cfg=cfg,
@@ -254,7 +252,7 @@ def run_training(
             diagnostics=_diagnostics_fn(
                 cfg, ctx, factories, raw, wrapped, optimizer, data, task.loss, fsdp
             ),
-            flops_per_unit=_flops_per_token(raw, task.unit, seq_len),
+            flops_per_unit=_flops_per_unit(raw, task.unit, data.probe[0], ctx.device),
             max_rollbacks=cfg.trainer.max_rollbacks if max_rollbacks is None else max_rollbacks,
             requeue=cfg.trainer.requeue if requeue is None else requeue,
             eval_model=None if fsdp else unwrap_model(raw),

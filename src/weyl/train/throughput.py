@@ -33,14 +33,26 @@ def peak_flops(device: torch.device) -> float | None:
     return None
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Total parameter count (global size under FSDP: DTensor ``numel`` is the full size)."""
-    return sum(p.numel() for p in model.parameters())
+def training_flops_per_sample(model: nn.Module, sample: torch.Tensor) -> float:
+    """Training FLOPs of one sample: 3× its forward FLOPs as counted by torch's FlopCounterMode.
 
+    Counting the real forward covers every architecture alike (GPT, ViT, Swin's windows,
+    Flatten's linear attention); backward is taken as twice the forward, the usual MFU
+    convention (PaLM App. B). The model runs once in eval mode without autograd, so no RNG is
+    drawn, no gradient is touched, and the caller's mode is restored. Under FSDP2 every rank
+    must call it (the forward all-gathers). FlopCounterMode counts SDPA only for its CUDA
+    kernels: on CPU attention is missing from the count (MFU is reported on GPUs only).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
 
-def transformer_flops_per_token(n_params: int, n_layers: int, width: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6·N for the matmuls plus 12·L·d·T for attention (PaLM App. B)."""
-    return 6.0 * n_params + 12.0 * n_layers * width * seq_len
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(sample)
+    finally:
+        model.train(was_training)
+    return 3.0 * counter.get_total_flops() / sample.shape[0]
 
 
 def peak_memory_gib(device: torch.device) -> float | None:
