@@ -206,6 +206,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _write_config(cfg: TrainConfig) -> Path:
+    cfg_path = Path(cfg.run_dir).with_name(Path(cfg.run_dir).name + ".json")
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(asdict(cfg)))
+    return cfg_path
+
+
+def launch_nodes(cfg: TrainConfig, nnodes: int, timeout: float = 180) -> list[str]:
+    """Run the worker as ``nnodes`` torchrun agents of one process each, joined by c10d
+    rendezvous on localhost (what ``torchrun --nnodes`` does across hosts); their outputs."""
+    cfg_path = _write_config(cfg)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nnodes}",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+        f"--rdzv-id=weyl-test-{os.getpid()}",
+        "--monitor-interval=0.2",
+        "-m",
+        "tests.train.worker",
+        str(cfg_path),
+    ]
+    kwargs = dict(cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a separate environment per agent, as on separate hosts
+    procs = [subprocess.Popen(cmd, env=worker_env(), **kwargs) for _ in range(nnodes)]
+    outs = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            outs.append(out)
+            assert proc.returncode == 0, out[-3000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+    return outs
+
+
 def launch(
     cfg: TrainConfig,
     nproc: int = 1,
@@ -214,9 +254,7 @@ def launch(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess | subprocess.Popen:
     """Run the worker on ``cfg`` as 1 process or torchrun ×``nproc`` (gloo)."""
-    cfg_path = Path(cfg.run_dir).with_name(Path(cfg.run_dir).name + ".json")
-    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(json.dumps(asdict(cfg)))
+    cfg_path = _write_config(cfg)
     if nproc == 1:
         cmd = [sys.executable, "-m", "tests.train.worker", str(cfg_path)]
     else:

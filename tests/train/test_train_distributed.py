@@ -12,6 +12,7 @@ import torch
 from tests.train.fixtures import (
     assert_same_trajectory,
     launch,
+    launch_nodes,
     step_records,
     synthetic_factories,
     tiny_config,
@@ -117,3 +118,19 @@ def test_fsdp2_with_adamw2_matches_ddp(ddp_baseline, tmp_path):
     for name in w_ddp:
         assert w_fsdp[name].shape == w_ddp[name].shape
         assert torch.allclose(w_fsdp[name], w_ddp[name], rtol=1e-3, atol=1e-5), name
+
+
+def test_two_nodes_through_rendezvous_match_one_node_of_two(ddp_baseline, tmp_path):
+    # torchrun --nnodes=2 with c10d rendezvous, one process per "node": the multi-node path
+    # (ranks assigned by the rendezvous, LOCAL_RANK 0 on both) on one machine.
+    run = tmp_path / "nodes"
+    outs = launch_nodes(tiny_config(run, **DDP_KW), nnodes=2)
+    digests = dict(m for out in outs for m in re.findall(r"PARAMS rank=(\d) (\w+)", out))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
+    ckpt = latest_checkpoint(run / "checkpoints")
+    assert sorted(p.name for p in ckpt.glob("rank_*.pt")) == ["rank_00000.pt", "rank_00001.pt"]
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    a, b = step_records(run), step_records(ddp_baseline[0])
+    assert sorted(a) == sorted(b)
+    for step in a:  # the same two gloo ranks as on one node: the same sums
+        assert a[step]["loss"] == b[step]["loss"], step
