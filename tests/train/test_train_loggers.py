@@ -39,3 +39,17 @@ def test_wandb_offline_run_id_is_checkpointed_and_reused(tmp_path, monkeypatch):
     ckpt = load_file(latest_checkpoint(tmp_path / "run" / "checkpoints") / "state.pt")
     assert ckpt["step"] == 6 and ckpt["trainer"]["wandb_run_id"] == run_id
     assert [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_wandb_agent_run_id_is_used_and_then_carried(tmp_path, monkeypatch):
+    # `wandb agent` launches each sweep run with WANDB_RUN_ID set; the run must log under it.
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_RUN_ID", "agent123")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    cfg = tiny_config(tmp_path / "run", max_steps=2, ckpt_every=2)
+    cfg.logger.wandb.enabled = True
+    run_training(cfg, factories=synthetic_factories())
+    ckpt = load_file(latest_checkpoint(tmp_path / "run" / "checkpoints") / "state.pt")
+    assert ckpt["trainer"]["wandb_run_id"] == "agent123"
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*-agent123"))

@@ -135,9 +135,13 @@ class WandbLogger:
                 f"logger.wandb.mode={cfg.mode!r} is unknown; use offline, online or disabled"
             )
         self._wandb = wandb
-        # wandb ids: 8 chars of [a-z0-9]; generated here so the checkpoint can carry it.
-        self.run_id = run_id or "".join(
-            secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
+        # A resumed run keeps its checkpointed id; a `wandb agent` names the run it launched in
+        # WANDB_RUN_ID (an explicit id would detach the run from its sweep); otherwise 8 chars
+        # of [a-z0-9], generated here so that the checkpoint can carry them.
+        self.run_id = (
+            run_id
+            or os.environ.get("WANDB_RUN_ID")
+            or "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         )
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
