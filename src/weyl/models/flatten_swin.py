@@ -19,7 +19,10 @@ depthwise convs and scales), 0.96% under the rounded figure.
 
 from __future__ import annotations
 
-from timm.models.swin_transformer import SwinTransformer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from timm.models.swin_transformer import SwinTransformer
 
 from weyl.config.schema import FlattenSwinModelConfig
 from weyl.models.flatten_attention import FocusedLinearAttention
@@ -48,6 +51,9 @@ def build_flatten_swin(cfg: FlattenSwinModelConfig) -> SwinTransformer:
     windows = [
         cfg.window_size if kind == "L" else softmax_window_size(cfg.window_size) for kind in pattern
     ]
+    # lazily: timm takes seconds to import
+    from timm.models.swin_transformer import SwinTransformer
+
     model = SwinTransformer(window_size=tuple((w, w) for w in windows), **swin_kwargs(cfg))
     for stage, kind in zip(model.layers, pattern):
         if kind != "L":

@@ -8,8 +8,13 @@ is a timm Swin whose linear-attention stages hold :class:`FocusedLinearAttention
 
 from __future__ import annotations
 
-from timm.models.swin_transformer import SwinTransformer
+import sys
+from typing import TYPE_CHECKING
+
 from torch import nn
+
+if TYPE_CHECKING:
+    from timm.models.swin_transformer import SwinTransformer
 
 from weyl.config.schema import SwinModelConfig
 from weyl.models.attention_view import AttentionLayerView, register_view
@@ -62,6 +67,9 @@ def swin_kwargs(cfg: SwinModelConfig) -> dict[str, object]:
 def build_swin(cfg: SwinModelConfig) -> SwinTransformer:
     """A timm SwinTransformer with the dimensions of ``cfg``."""
     check_swin_config(cfg)
+    # lazily: timm takes seconds to import
+    from timm.models.swin_transformer import SwinTransformer
+
     model = SwinTransformer(window_size=cfg.window_size, **swin_kwargs(cfg))
     if cfg.init in XAVIER_INITS:
         reinit_linears(model, cfg.init)
@@ -95,4 +103,11 @@ def swin_attention_views(model: nn.Module) -> list[AttentionLayerView]:
     return views
 
 
-register_view(lambda m: isinstance(m, SwinTransformer), swin_attention_views)
+def _is_timm_swintransformer(m: nn.Module) -> bool:
+    # timm is imported by the builder, not here (it costs seconds at start-up): a model can
+    # only be a timm SwinTransformer once timm's module is loaded.
+    module = sys.modules.get("timm.models.swin_transformer")
+    return module is not None and isinstance(m, module.SwinTransformer)
+
+
+register_view(_is_timm_swintransformer, swin_attention_views)

@@ -9,8 +9,13 @@ Linear weight after construction (Table 2: ViT uses "Truncated Xavier").
 
 from __future__ import annotations
 
-from timm.models.vision_transformer import VisionTransformer
+import sys
+from typing import TYPE_CHECKING
+
 from torch import nn
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 from weyl.config.schema import ViTModelConfig
 from weyl.models.attention_view import AttentionLayerView, register_view
@@ -32,6 +37,9 @@ def build_vit(cfg: ViTModelConfig) -> VisionTransformer:
         raise ValueError(
             f"model.img_size={cfg.img_size} must be a multiple of model.patch_size={cfg.patch_size}"
         )
+    # lazily: timm takes seconds to import
+    from timm.models.vision_transformer import VisionTransformer
+
     model = VisionTransformer(
         img_size=cfg.img_size,
         patch_size=cfg.patch_size,
@@ -56,4 +64,11 @@ def vit_attention_views(model: nn.Module) -> list[AttentionLayerView]:
     ]
 
 
-register_view(lambda m: isinstance(m, VisionTransformer), vit_attention_views)
+def _is_timm_visiontransformer(m: nn.Module) -> bool:
+    # timm is imported by the builder, not here (it costs seconds at start-up): a model can
+    # only be a timm VisionTransformer once timm's module is loaded.
+    module = sys.modules.get("timm.models.vision_transformer")
+    return module is not None and isinstance(m, module.VisionTransformer)
+
+
+register_view(_is_timm_visiontransformer, vit_attention_views)
