@@ -121,10 +121,12 @@ def synthetic_factories(diagnostics: bool = False) -> Factories:
 
 
 def tiny_config(run_dir: str | Path, **trainer: Any) -> TrainConfig:
-    """A 2-layer d=32 GPT config for a few dozen CPU steps; ``trainer`` overrides TrainerConfig."""
+    """A 2-layer d=32 GPT config for a few dozen CPU steps; ``trainer`` overrides TrainerConfig
+    (and ``optim``, ``diagnostics``, ``schedule``, ``sigma_reparam`` the other parts)."""
     optim = trainer.pop("optim", None) or OptimConfig(name="adamw2", lr=3e-3, tau=0.02)
     diagnostics = trainer.pop("diagnostics", None) or DiagnosticsConfig(enabled=False)
     schedule = trainer.pop("schedule", None) or ScheduleConfig(name="cosine", warmup_steps=0)
+    sigma_reparam = trainer.pop("sigma_reparam", False)
     base = dict(
         max_steps=12,
         global_batch_size=8,
@@ -149,6 +151,7 @@ def tiny_config(run_dir: str | Path, **trainer: Any) -> TrainConfig:
             vocab_size=VOCAB,
             dropout=0.0,
             bias=False,
+            sigma_reparam=sigma_reparam,
         ),
         data=TextDataConfig(name="synthetic", tokenizer="char", block_size=BLOCK),
         optim=optim,

@@ -19,6 +19,7 @@ from tests.train.fixtures import (
     worker_env,
 )
 from tests.train.test_train_signals import _wait_for_step
+from weyl.config.schema import OptimConfig
 from weyl.train import run_training
 from weyl.train.checkpoint import latest_checkpoint, load_file
 
@@ -134,3 +135,20 @@ def test_two_nodes_through_rendezvous_match_one_node_of_two(ddp_baseline, tmp_pa
     assert sorted(a) == sorted(b)
     for step in a:  # the same two gloo ranks as on one node: the same sums
         assert a[step]["loss"] == b[step]["loss"], step
+
+
+def test_fsdp2_trains_a_sigma_reparam_model_like_one_process(tmp_path):
+    # σReparam's γ and its power-iteration buffers under fully_shard (γ was a 0-d parameter,
+    # which FSDP2 refuses); reference: one process with the same global batch.
+    kw = dict(DDP_KW, max_steps=6, sigma_reparam=True, optim=OptimConfig(name="adamw", lr=3e-3))
+    run = tmp_path / "fsdp_sr"
+    r = launch(tiny_config(run, strategy="fsdp", **kw), nproc=2)
+    assert r.returncode == 0, r.stdout[-3000:]
+    single = tmp_path / "single_sr"
+    run_training(
+        tiny_config(single, **{**kw, "micro_batch_size": 4}), factories=synthetic_factories()
+    )
+    a, b = step_records(run), step_records(single)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    for step in a:
+        assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-5, abs=1e-6), step

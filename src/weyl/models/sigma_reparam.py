@@ -3,7 +3,7 @@
 Every ``nn.Linear`` (and every ``nn.Conv2d``, which covers the patch embedding) is replaced by
 a layer whose forward uses Ŵ = (γ / σ(W)) · W, where σ(W) is the spectral norm estimated by
 one power-iteration step per *training* forward (u, v are buffers, initialised from the SVD
-of W₀) and γ is a learned scalar initialised to σ(W₀), so Ŵ₀ = W₀. σ is computed in fp32
+of W₀) and γ is a learned scalar (a 1-element vector) initialised to σ(W₀), so Ŵ₀ = W₀. σ is computed in fp32
 even under autocast. The "pure" variant also replaces every ``nn.LayerNorm`` by identity.
 
 The replacement layers subclass ``nn.Linear`` / ``nn.Conv2d`` and keep the original
@@ -43,7 +43,8 @@ class _SigmaReparamMixin:
         u, v, s = _power_iteration_init(w2d)
         self.register_buffer("sigma_u", u)  # type: ignore[attr-defined]
         self.register_buffer("sigma_v", v)  # type: ignore[attr-defined]
-        self.gamma = nn.Parameter(s.reshape(()).to(self.weight.dtype).clone())
+        # Shape (1,), not a 0-d scalar: FSDP2's fully_shard refuses scalar parameters.
+        self.gamma = nn.Parameter(s.reshape(1).to(self.weight.dtype).clone())
 
     def sigma(self) -> Tensor:
         """σ(W) = uᵀ W v in fp32; in training mode u, v first take one power-iteration step."""
