@@ -283,7 +283,7 @@ def _cpu_power_iteration(mats: Sequence[Tensor], vecs: Sequence[Tensor], iters: 
     Per matrix and row block that fits in L2, ``u_b = M_b v`` and ``w += M_bᵀ u_b`` run while
     the block is cached, so ``w = MᵀM v`` reads ``M`` from memory once. No stacking: a copy of
     every matrix into a batch would cost more than the products (measured 3.7× slower for a
-    GPT's 18 matrices). ``σ̂ = ‖w‖/‖M v‖``; norms and the normalisation run as one foreach
+    small GPT's 18 weights and 18 updates). ``σ̂ = ‖w‖/‖M v‖``; norms and the normalisation run as one foreach
     call over all matrices, and a matrix with ``M v = 0`` keeps its vector.
     """
     n = len(mats)
