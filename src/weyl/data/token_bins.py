@@ -16,17 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from weyl.durable_files import fsync_dir, replace_durably
+
 TOKEN_DTYPE = np.uint16
 FORMAT = "weyl-tokens-v1"
 SPLITS = ("train", "val")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _temp_name(path: Path) -> Path:
@@ -72,7 +66,7 @@ def write_token_file(
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if bar is not None:
             bar.close()
@@ -84,13 +78,8 @@ def write_token_file(
 def write_meta(out_dir: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
     """Write ``meta.json`` atomically (the completion marker of a prepared set)."""
     path = Path(out_dir) / "meta.json"
-    tmp = _temp_name(path)
-    with open(tmp, "w") as f:
-        json.dump({"format": FORMAT, "dtype": "uint16", **meta}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    text = json.dumps({"format": FORMAT, "dtype": "uint16", **meta}, indent=1)
+    replace_durably(path, _temp_name(path), lambda f: f.write(text.encode()))
     return path
 
 

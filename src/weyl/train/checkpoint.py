@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from weyl.durable_files import fsync_dir, replace_durably
 from weyl.train import fault_injection
 from weyl.train.distributed import DistContext, is_fsdp
 
@@ -130,23 +131,9 @@ def load_model_optimizer_state(
 # ---------------------------------------------------------------- files
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_file_durably(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` via a temp file in the same dir, fsync, rename, fsync dir."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    replace_durably(path, path.with_name(f"{TMP_PREFIX}{path.name}"), lambda f: torch.save(obj, f))
 
 
 def load_file(path: str | Path) -> Any:
@@ -218,7 +205,7 @@ class CheckpointManager:
             if final.exists():  # re-saving the same step after a rollback
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             self._prune()
         self.ctx.barrier()
         return final

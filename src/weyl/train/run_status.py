@@ -7,10 +7,11 @@ written atomically (temp file + rename) by rank 0.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from weyl.durable_files import replace_durably
 
 RUN_STATES = ("running", "finished", "crashed", "preempted")
 
@@ -23,12 +24,8 @@ def write_status(
         raise ValueError(f"run state {state!r} is unknown; use one of {RUN_STATES}")
     path = Path(run_dir) / "status.json"
     record = {"state": state, "step": int(step), "reason": reason, "time": time.time(), **extra}
-    tmp = path.with_name(".tmp-status.json")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1, allow_nan=False, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(record, indent=1, allow_nan=False, default=str)
+    replace_durably(path, path.with_name(".tmp-status.json"), lambda f: f.write(text.encode()))
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
