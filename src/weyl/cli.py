@@ -18,6 +18,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "weyl.train.cli",
         "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
     ),
+    "prepare": (
+        "weyl.data.prepare_cli",
+        "create or check a data set (openwebtext, kjv, imagenet, digits, fashion_mnist)",
+    ),
+    "report": (
+        "weyl.report.report_cli:main_report",
+        "draw a run directory's figures (Fig. 1, 2/3, 4, 15) and a Markdown summary",
+    ),
+    "compare": (
+        "weyl.report.report_cli:main_compare",
+        "overlay several runs (e.g. warmup vs no-warmup) and print a comparison table",
+    ),
+    "modes": (
+        "weyl.diagnostics.modes_cli",
+        "simulate Appendix G's three attention modes and their SEC / entropy signatures",
+    ),
 }
 
 

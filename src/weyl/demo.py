@@ -155,18 +155,13 @@ def shortened_run(steps: int) -> list[str]:
 
 
 def run_recipe(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> dict[str, Any]:
-    """Compose, validate and train one recipe into ``run_dir`` in this process."""
+    """Compose one recipe and start it into ``run_dir`` through the same launcher as ``weyl train``."""
     from weyl.config.compose import compose_raw, to_plain
-    from weyl.config.validate import validate
-    from weyl.train import run_training
-    from weyl.train.run_dir import prepare_run_dir
+    from weyl.train.launch import start_run
 
     args = [f"recipe={recipe}", f"run_dir={run_dir}", f"logger.progress={str(progress).lower()}", *overrides]
-    raw = compose_raw(args)
-    plain = to_plain(raw)
-    cfg = validate(plain)
-    prepare_run_dir(cfg.run_dir, plain, ["weyl", "train", *args], extra={"recipe": recipe})
-    return run_training(cfg)
+    plain = to_plain(compose_raw(args))
+    return start_run(plain, ["weyl", "train", *args], extra={"recipe": recipe})
 
 
 def main(argv: list[str]) -> int:

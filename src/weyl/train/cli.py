@@ -17,7 +17,7 @@ from weyl.config.compose import (
     load_config,
     to_plain,
 )
-from weyl.config.validate import ConfigError, validate
+from weyl.config.validate import ConfigError
 
 # Flags Hydra consumes itself; the ones in _TAKES_VALUE are followed by a value.
 _HYDRA_FLAGS = {
@@ -140,27 +140,20 @@ def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed Di
     under_submitit = _export_submitit_layout()
     from hydra.core.hydra_config import HydraConfig
 
-    from weyl.train.run_dir import prepare_run_dir
-
     plain = to_plain(cfg)
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
         plain["run_dir"] = hydra_cfg.runtime.output_dir
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
+    from weyl.train.launch import start_run
+
     try:
-        typed = validate(plain)
+        summary = start_run(plain, ["weyl", "train", *sys.argv[1:]], extra={"choices": choices})
     except ConfigError as exc:
         if under_submitit:
             raise
         _exit_code = _fail(str(exc))
         return
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
-    prepare_run_dir(
-        typed.run_dir, plain, ["weyl", "train", *sys.argv[1:]], extra={"choices": choices}
-    )
-    from weyl.train import run_training
-
-    try:
-        summary = run_training(typed)
     except (ValueError, FileNotFoundError) as exc:
         # Set-up errors (missing data set, a vocabulary larger than the model) are one line;
         # WEYL_DEBUG=1 shows the traceback.
