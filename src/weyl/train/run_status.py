@@ -1,6 +1,9 @@
 """``<run_dir>/status.json``: the run's outcome, for schedulers, sweeps and ``weyl report``.
 
-``{"state": "running"|"finished"|"crashed"|"preempted", "step": N, "reason": str|None, ...}``,
+``{"state": "running"|"finished"|"crashed"|"preempted"|"interrupted"|"killed"|"failed",
+"step": N, "reason": str|None, ...}``: ``interrupted`` is a Ctrl-C stop, ``killed`` a process
+that died without a word (found by the next launch), ``failed`` an error that is not a
+divergence (an I/O error, a bug);
 written atomically (temp file + rename) by rank 0.
 """
 
@@ -13,7 +16,7 @@ from typing import Any
 
 from weyl.durable_files import replace_durably
 
-RUN_STATES = ("running", "finished", "crashed", "preempted")
+RUN_STATES = ("running", "finished", "crashed", "preempted", "interrupted", "killed", "failed")
 
 
 def write_status(

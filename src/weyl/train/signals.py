@@ -14,7 +14,8 @@ import signal
 import subprocess
 from types import FrameType
 
-PREEMPTED_EXIT_CODE = 3
+from weyl.train.exit_codes import PREEMPTED as PREEMPTED_EXIT_CODE  # noqa: F401 - re-exported
+
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
 log = logging.getLogger(__name__)
