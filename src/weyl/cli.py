@@ -3,6 +3,9 @@
 Each subcommand is a function ``main(argv: list[str]) -> int`` named as ``module`` (its
 ``main``) or ``module:function``; adding one is one entry in :data:`COMMANDS`. Modules are imported only when their command runs, so
 ``weyl --help`` stays fast.
+
+Any exception that escapes a command ends in one line, ``weyl <cmd>: <type>: <message>``, and
+exit code 1 (2 for a config error, 130 for Ctrl-C); ``WEYL_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -79,8 +82,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     set_offline_defaults()
     module_name, _, function = COMMANDS[name][0].partition(":")
+    if os.environ.get("WEYL_DEBUG") == "1":
+        return _run(module_name, function, rest)
+    try:
+        return _run(module_name, function, rest)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a training loop (set-up, report, prepare): nothing half-written is kept.
+        print(f"weyl {name}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        from weyl.config.validate import ConfigError
+
+        text = str(exc).strip()
+        message = text.splitlines()[0] if text else ""
+        if isinstance(exc, ConfigError):
+            print(f"weyl {name}: {message}", file=sys.stderr)
+            return 2
+        print(
+            f"weyl {name}: {type(exc).__name__}: {message} (WEYL_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _run(module_name: str, function: str, argv: list[str]) -> int:
     module = importlib.import_module(module_name)
-    return int(getattr(module, function or "main")(rest) or 0)
+    return int(getattr(module, function or "main")(argv) or 0)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from weyl.config.schema import DiagnosticsConfig
 from weyl.train import fault_injection, run_training
 from weyl.train.checkpoint import latest_checkpoint, load_file
 from weyl.train.crash_guard import CrashGuard
+from weyl.train.exit_codes import CRASHED
 from weyl.train.loggers import read_jsonl
 
 
@@ -40,7 +41,7 @@ def test_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
     diag = DiagnosticsConfig(enabled=True, every=100, sec_s=[1, 2], terms=False)
     cfg = tiny_config(tmp_path, max_steps=12, ckpt_every=3, diagnostics=diag)
     summary = run_training(cfg, factories=synthetic_factories(diagnostics=True))
-    assert summary["state"] == "crashed" and summary["exit_code"] == 0
+    assert summary["state"] == "crashed" and summary["exit_code"] == CRASHED
     status = json.loads((tmp_path / "status.json").read_text())
     assert (
         status["state"] == "crashed"

@@ -77,16 +77,86 @@ def _hydra_error_to_line(exc: Exception) -> ConfigError:
     return ConfigError(f"config: {first}")
 
 
+GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic"
+
+
+def check_override_syntax(overrides: list[str]) -> None:
+    """One-line :class:`ConfigError` for an override Hydra cannot parse (``foo``, ``=5``, ``x=[1,``).
+
+    A bare word right after a ``key=value`` is most often the rest of a value that held a space
+    (``run_dir=/tmp/a b`` unquoted in the shell), so that case gets the quoting hint.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    previous = None
+    for text in overrides:
+        try:
+            (parsed,) = parser.parse_overrides([text])
+        except HydraException as exc:
+            prev_key = (previous or "").split("=", 1)[0]
+            if "=" not in text and prev_key.endswith(("dir", "path", "name")):
+                raise ConfigError(
+                    f"override '{text}' is not key=value; if it is the rest of '{previous}' "
+                    f"(a value with a space), quote the whole override: '{previous} {text}'"
+                ) from None
+            if "=" not in text:
+                raise ConfigError(
+                    f"override '{text}' is not key=value (e.g. optim.lr=1e-3); see {GRAMMAR_URL}"
+                ) from None
+            lines = [
+                line
+                for line in str(exc).splitlines()
+                if "hydra.cc" not in line and not line.startswith("Error parsing override")
+            ]
+            detail = lines[0] if lines else "cannot be parsed"
+            raise ConfigError(f"override '{text}': {detail}; see {GRAMMAR_URL}") from None
+        if not parsed.key_or_group:
+            raise ConfigError(
+                f"override '{text}' has no key before '='; write key=value (e.g. optim.lr=5)"
+            )
+        previous = text
+
+
+def without_sweeps(overrides: list[str]) -> list[str]:
+    """The overrides of a ``-m`` command line minus its sweeps (``a=1,2``, ``glob(...)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
+
+
+def _yaml_error_to_line(exc: Exception) -> ConfigError:
+    """``<file>:<line>:<column>: YAML syntax error: <problem>`` from a PyYAML error."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else "config"
+    detail = f"{problem} ({context})" if context else problem
+    return ConfigError(f"{where}: YAML syntax error: {detail}")
+
+
 def compose_raw(overrides: list[str]) -> DictConfig:
     """Compose the primary config with Hydra's compose API (no run, no output dirs)."""
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
+    check_override_syntax(overrides)
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             return compose(PRIMARY_CONFIG, overrides=overrides, return_hydra_config=False)
+    except yaml.YAMLError as exc:
+        raise _yaml_error_to_line(exc) from None
     except HydraException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, yaml.YAMLError):
+            raise _yaml_error_to_line(cause) from None
         raise _hydra_error_to_line(exc) from None
+    except ValueError as exc:  # Hydra's defaults list raises plain ValueErrors (e.g. model=5)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config: {first}") from None
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

@@ -196,6 +196,9 @@ class TrainerConfig:
     # Crash guard: stop (or roll back) on non-finite loss/grad or a loss spike.
     spike_window: int = 50
     spike_factor: float = 3.0
+    # From step 1: stop when the loss exceeds this factor × the loss at initialisation, ln(vocab)
+    # for LM or ln(classes) for classification (healthy runs stay below 1.2×; 0 disables).
+    divergence_factor: float = 3.0
     on_crash: str = "stop"
     # Rollbacks allowed before a run that keeps diverging is stopped (on_crash: rollback).
     max_rollbacks: int = 3

@@ -286,6 +286,11 @@ def _check_trainer(t: TrainerConfig) -> None:
     )
     _require(t.spike_factor > 1.0, "trainer.spike_factor", f"must be > 1, got {t.spike_factor}")
     _require(
+        t.divergence_factor == 0 or t.divergence_factor > 1.0,
+        "trainer.divergence_factor",
+        f"must be > 1 (or 0 to disable), got {t.divergence_factor}",
+    )
+    _require(
         t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
         "trainer.device",
         f"unknown '{t.device}'; choose auto, cpu, cuda or cuda:N",

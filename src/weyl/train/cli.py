@@ -3,21 +3,32 @@
 The config is composed and validated once with Hydra's compose API before Hydra's own main
 takes over, so a bad key or value fails with one line (exit code 2) before anything is built;
 Hydra's flags (``--cfg job``, ``-m`` sweeps, ``hydra/launcher=...``) then work as usual.
+
+Exit codes (:mod:`weyl.train.exit_codes`): the run's outcome (0 finished, 4 crashed, 3
+preempted, 130 interrupted), 2 for bad input, 1 for any other error, each with one line on
+stderr (``WEYL_DEBUG=1`` re-raises for the traceback). A ``-m`` sweep exits with the most
+serious code of its jobs (:func:`~weyl.train.exit_codes.worst_exit_code`); a Ctrl-C stops the
+sweep. Under submitit the exception is re-raised so that submitit records the failure.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from weyl.config.compose import (
     CONFIG_GROUPS,
     available_options,
+    check_override_syntax,
     config_dir,
     load_config,
     to_plain,
+    without_sweeps,
 )
 from weyl.config.validate import ConfigError
+from weyl.train.exit_codes import BAD_INPUT, ERROR, INTERRUPTED, worst_exit_code
+from weyl.train.run_status import read_status
 
 # Flags Hydra consumes itself; the ones in _TAKES_VALUE are followed by a value.
 _HYDRA_FLAGS = {
@@ -66,8 +77,6 @@ _NO_PREVALIDATION = {
     "--hydra-help",
     "--shell-completion",
     "-sc",
-    "--multirun",
-    "-m",
 }
 
 _exit_code = 0
@@ -114,9 +123,35 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = BAD_INPUT) -> int:
     print(f"weyl train: {message}", file=sys.stderr)
-    return 2
+    return code
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _interrupted_line(summary: dict | None, run_dir: str) -> str:
+    """The one line after a Ctrl-C (clean stop, second Ctrl-C, or during set-up)."""
+    if summary is not None:
+        return (
+            f"interrupted at step {summary['step']}; checkpoint saved in {run_dir}; "
+            "rerun the same command to continue"
+        )
+    status = read_status(run_dir) if Path(run_dir).is_dir() else None
+    reason = (status or {}).get("reason") or ""
+    if "second Ctrl-C" in reason:
+        return (
+            f"aborted by a second Ctrl-C at step {status['step']}; no new checkpoint; "
+            "rerun the same command to continue from the newest one"
+        )
+    return "interrupted (Ctrl-C) before training started; nothing was trained"
 
 
 def _export_submitit_layout() -> bool:
@@ -136,7 +171,6 @@ def _export_submitit_layout() -> bool:
 
 
 def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed DictConfig
-    global _exit_code
     under_submitit = _export_submitit_layout()
     from hydra.core.hydra_config import HydraConfig
 
@@ -147,24 +181,50 @@ def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed Di
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
     from weyl.train.launch import start_run
 
+    debug = os.environ.get("WEYL_DEBUG") == "1"
     try:
         summary = start_run(plain, ["weyl", "train", *sys.argv[1:]], extra={"choices": choices})
-    except ConfigError as exc:
-        if under_submitit:
+    except KeyboardInterrupt:
+        if under_submitit or debug:
             raise
-        _exit_code = _fail(str(exc))
+        if _is_rank0():
+            print(f"weyl train: {_interrupted_line(None, plain['run_dir'])}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None  # ends a sweep too: the user asked to stop
+    except ConfigError as exc:
+        if under_submitit or debug:
+            raise
+        _record(_fail(str(exc)))
         return
     except (ValueError, FileNotFoundError) as exc:
-        # Set-up errors (missing data set, a vocabulary larger than the model) are one line;
-        # WEYL_DEBUG=1 shows the traceback.
-        if under_submitit or os.environ.get("WEYL_DEBUG") == "1":
+        # Set-up errors (missing data set, a vocabulary larger than the model) are one line.
+        if under_submitit or debug:
             raise  # submitit must record the failure, not a success
-        _exit_code = _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _record(_fail(_first_line(exc)))
         return
-    _exit_code = int(summary.get("exit_code", 0)) if isinstance(summary, dict) else 0
-    if under_submitit and summary.get("state") == "preempted":
+    except Exception as exc:
+        # Anything else (an I/O error, a bug): one line, status.json says "failed", exit 1.
+        if under_submitit or debug:
+            raise
+        _record(
+            _fail(f"{type(exc).__name__}: {_first_line(exc)} (WEYL_DEBUG=1 for the traceback)", ERROR)
+        )
+        return
+    code = int(summary.get("exit_code", 0)) if isinstance(summary, dict) else 0
+    _record(code)
+    if code == INTERRUPTED:
+        if _is_rank0():
+            print(f"weyl train: {_interrupted_line(summary, plain['run_dir'])}", file=sys.stderr)
+        if not under_submitit:
+            raise SystemExit(INTERRUPTED)  # a Ctrl-C ends the whole sweep, not one job
+    if under_submitit and summary.get("state") in ("preempted", "interrupted"):
         # No result for submitit to record: the sweep waits for the requeued job instead.
-        raise SystemExit(_exit_code)
+        raise SystemExit(code)
+
+
+def _record(code: int) -> None:
+    """Keep the most serious exit code of this process's jobs (one, or a whole -m sweep)."""
+    global _exit_code
+    _exit_code = worst_exit_code([_exit_code, code])
 
 
 def main(argv: list[str]) -> int:
@@ -174,11 +234,15 @@ def main(argv: list[str]) -> int:
         print(help_text())
         return 0
     flags, overrides = split_args(argv)
-    if not any(f.split("=", 1)[0] in _NO_PREVALIDATION for f in flags):
-        try:
-            load_config(overrides)
-        except ConfigError as exc:
-            return _fail(str(exc))
+    names = {f.split("=", 1)[0] for f in flags}
+    try:
+        check_override_syntax(overrides)
+        if not names & _NO_PREVALIDATION:
+            # A sweep is checked without its swept keys: the recipe's YAML and every fixed key.
+            multirun = bool(names & {"-m", "--multirun"})
+            load_config(without_sweeps(overrides) if multirun else overrides)
+    except ConfigError as exc:
+        return _fail(str(exc))
     import hydra
 
     _exit_code = 0
@@ -187,6 +251,9 @@ def main(argv: list[str]) -> int:
     sys.argv = ["weyl train", *argv]
     try:
         entry()
+    except SystemExit as stop:  # Hydra's own usage errors, and a Ctrl-C that ends the sweep
+        code = stop.code if isinstance(stop.code, int) else ERROR if stop.code else 0
+        _record(code)
     finally:
         sys.argv = saved_argv
     return _exit_code

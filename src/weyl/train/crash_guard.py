@@ -1,4 +1,5 @@
-"""Detect a diverging run at the step it happens: non-finite loss/grad norm or a loss spike.
+"""Detect a diverging run at the step it happens: non-finite loss/grad norm, a loss far above
+the loss at initialisation (from step 1), or a spike over the running median (after a window).
 
 The trainer checks *before* ``optimizer.step()``, so a flagged update is never applied and
 never checkpointed: the newest checkpoint always holds a good state.
@@ -14,18 +15,40 @@ from typing import Any
 CRASH_ACTIONS = ("stop", "rollback")
 
 
-class CrashGuard:
-    """Flags non-finite values and spikes above ``spike_factor`` × the running median loss.
+def chance_loss(num_outputs: int) -> float:
+    """Cross-entropy of a uniform guess over ``num_outputs`` classes/tokens: ln(n).
 
-    The median is over the last ``spike_window`` accepted losses and is only trusted once the
-    window is full (a window of 0 or a factor ≤ 0 disables the spike test).
+    A freshly initialised classifier or LM predicts close to uniform, so this is the loss at
+    step 1 whatever the targets are (hard, label-smoothed or mixed: any target distribution
+    against a uniform prediction costs exactly ln(n)).
+    """
+    if num_outputs < 2:
+        raise ValueError(f"a loss bound needs at least 2 outputs, got {num_outputs}")
+    return math.log(num_outputs)
+
+
+class CrashGuard:
+    """Flags non-finite values, a loss above ``divergence_bound``, and spikes.
+
+    ``divergence_bound`` (``trainer.divergence_factor`` × :func:`chance_loss`; None or 0 turns it
+    off) holds from the very first update, when the spike test has no history yet. The spike
+    test compares with ``spike_factor`` × the median of the last ``spike_window`` accepted losses
+    and is only trusted once the window is full (a window of 0 or a factor ≤ 0 disables it).
     """
 
-    def __init__(self, spike_window: int = 50, spike_factor: float = 3.0) -> None:
+    def __init__(
+        self,
+        spike_window: int = 50,
+        spike_factor: float = 3.0,
+        divergence_bound: float | None = None,
+        bound_origin: str = "",
+    ) -> None:
         if spike_window < 0:
             raise ValueError(f"trainer.spike_window={spike_window} must be >= 0")
         self.spike_window = spike_window
         self.spike_factor = spike_factor
+        self.divergence_bound = divergence_bound or None
+        self.bound_origin = bound_origin  # how the bound was derived, for the reason string
         self.history: deque[float] = deque(maxlen=max(spike_window, 1))
 
     def check(self, loss: float, grad_norm: float | None = None) -> str | None:
@@ -34,6 +57,12 @@ class CrashGuard:
             return f"non-finite loss ({loss})"
         if grad_norm is not None and not math.isfinite(grad_norm):
             return f"non-finite grad norm ({grad_norm})"
+        if self.divergence_bound is not None and loss > self.divergence_bound:
+            origin = f" = {self.bound_origin}" if self.bound_origin else ""
+            return (
+                f"divergence: loss {loss:.4g} > {self.divergence_bound:.4g}{origin} "
+                "(trainer.divergence_factor)"
+            )
         if (
             self.spike_window > 0
             and self.spike_factor > 0
@@ -49,10 +78,32 @@ class CrashGuard:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        """The loss window, so a resumed run flags exactly what the original would have."""
-        return {"history": list(self.history)}
+        """The loss window and the bound, so a resumed run flags exactly what the original would."""
+        return {"history": list(self.history), "divergence_bound": self.divergence_bound}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore the loss window. The bound stays the one of the current config: it is a pure
+        function of the config (same config, same bound), and a user who resumes with another
+        ``trainer.divergence_factor`` after a crash means the new one."""
         self.history.clear()
         self.history.extend(float(x) for x in state["history"])
+
+
+def divergence_bound_for(factor: float, model_cfg: Any, data: Any) -> tuple[float | None, str]:
+    """(``factor`` × ln(outputs), how it was derived) for a run, or (None, "") when disabled.
+
+    The outputs are the model's (``vocab_size`` or ``num_classes``: its logits' width sets the
+    loss at initialisation), else the data set's.
+    """
+    if not factor:
+        return None, ""
+    for owner, key in (
+        (model_cfg, "vocab_size"),
+        (model_cfg, "num_classes"),
+        (data, "vocab_size"),
+        (data, "num_classes"),
+    ):
+        n = getattr(owner, key, None)
+        if isinstance(n, int) and n >= 2:
+            return factor * chance_loss(n), f"{factor:g} x ln({n})"
+    return None, ""

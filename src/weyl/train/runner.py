@@ -180,6 +180,17 @@ def check_data_fits_model(cfg: TrainConfig, data: Any) -> None:
         )
 
 
+def failure_status(err: BaseException, in_loop: bool) -> tuple[str, str]:
+    """(run state, reason) for an exception that ended a run: ``interrupted`` for Ctrl-C,
+    ``failed`` for anything else (``crashed`` is kept for a diverging loss)."""
+    if isinstance(err, KeyboardInterrupt):
+        if in_loop:
+            return "interrupted", "second Ctrl-C: stopped at once, without a checkpoint"
+        return "interrupted", "Ctrl-C during set-up"
+    message = str(err).splitlines()[0] if str(err) else ""
+    return "failed", f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
 def run_training(
     cfg: TrainConfig,
     *,
@@ -187,10 +198,11 @@ def run_training(
     requeue: bool | None = None,
     max_rollbacks: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg`` to completion, crash or preemption and return the run summary.
+    """Train ``cfg`` to completion, crash, preemption or Ctrl-C and return the run summary.
 
-    ``summary["exit_code"]`` is 0 for finished and crashed runs (a divergence is a recorded
-    outcome) and :data:`weyl.train.signals.PREEMPTED_EXIT_CODE` after a preemption.
+    ``summary["exit_code"]`` is the outcome's code from :mod:`weyl.train.exit_codes`: 0
+    finished, 4 crashed (diverged), 3 preempted, 130 interrupted. An exception propagates after
+    status.json records it (``interrupted`` for a KeyboardInterrupt, else ``failed``).
     ``requeue`` (default ``cfg.trainer.requeue``) makes rank 0 ``scontrol requeue`` the job
     after a preemption signal — only under Slurm (``SLURM_JOB_ID`` set), where
     slurm/train.sbatch relies on it. ``max_rollbacks`` defaults to ``cfg.trainer.max_rollbacks``.
@@ -276,13 +288,15 @@ def run_training(
                 )
                 parts.wandb_run_id = loggers.wandb.run_id
         summary = trainer.fit()
-        loggers.close(exit_code=0)
+        loggers.close(exit_code=summary["exit_code"])
         return summary
     except BaseException as err:
         if ctx.is_main and run_dir.is_dir():
             step = trainer.step if trainer is not None else 0
-            write_status(run_dir, "crashed", step, f"exception: {err!r}")
-        with contextlib.suppress(Exception):  # must not mask the original error
+            state, reason = failure_status(err, trainer is not None and trainer.fitting)
+            with contextlib.suppress(Exception):  # must not mask the original error
+                write_status(run_dir, state, step, reason)
+        with contextlib.suppress(BaseException):  # must not mask the original error
             loggers.close(exit_code=1)
         raise
     finally:

@@ -1,9 +1,16 @@
-"""Preemption: SIGUSR1/SIGUSR2/SIGTERM set a flag; the trainer acts at the next step boundary.
+"""Stop requests: SIGUSR1/SIGUSR2/SIGTERM (preemption) and SIGINT (Ctrl-C) set a flag; the
+trainer acts at the next step boundary.
 
 The handler only sets a flag (anything more is unsafe inside a signal handler). The trainer
 folds the flag into the per-step all-reduce, so every rank sees "some rank was signalled" at
-the same step, checkpoints, marks the run ``preempted`` and exits with
-:data:`PREEMPTED_EXIT_CODE`. Under Slurm, rank 0 then asks Slurm to requeue the job.
+the same step and checkpoints. A preemption marks the run ``preempted`` and exits with
+:data:`PREEMPTED_EXIT_CODE` (under Slurm, rank 0 then asks Slurm to requeue the job); a Ctrl-C
+marks it ``interrupted`` and exits 130. A second Ctrl-C raises KeyboardInterrupt at once (the
+user wants out now; the newest checkpoint stays as it was).
+
+Under torchrun a terminal's Ctrl-C reaches each worker twice: once from the terminal (the
+whole foreground process group) and once forwarded by torchrun's agent a few milliseconds
+later. So under torchrun a second SIGINT counts only after :data:`TORCHRUN_SIGINT_ECHO_S`.
 """
 
 from __future__ import annotations
@@ -12,35 +19,60 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from types import FrameType
 
 from weyl.train.exit_codes import PREEMPTED as PREEMPTED_EXIT_CODE  # noqa: F401 - re-exported
 
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+TORCHRUN_SIGINT_ECHO_S = 2.0  # torchrun re-sends the terminal's SIGINT to its workers
 
 log = logging.getLogger(__name__)
 
 
+def under_torchrun() -> bool:
+    """True in a worker started by torchrun (torch.distributed.elastic)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 class PreemptionFlag:
-    """Installs handlers for :data:`PREEMPTION_SIGNALS` and remembers the first one received."""
+    """Installs handlers for :data:`PREEMPTION_SIGNALS` and SIGINT; remembers the first stop."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.interrupted_at: float | None = None  # monotonic time of the first SIGINT
         self._previous: dict[int, object] = {}
 
     @property
     def requested(self) -> bool:
-        """True once any preemption signal arrived."""
-        return self.signum is not None
+        """True once any preemption signal or Ctrl-C arrived."""
+        return self.signum is not None or self.interrupted_at is not None
+
+    @property
+    def stop_kind(self) -> str | None:
+        """``"interrupt"`` after a Ctrl-C, ``"preempt"`` after a preemption signal, else None."""
+        if self.interrupted_at is not None:
+            return "interrupt"
+        return "preempt" if self.signum is not None else None
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
 
+    def _handle_sigint(self, _signum: int, _frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self.interrupted_at is None:
+            self.interrupted_at = now
+            return
+        if under_torchrun() and now - self.interrupted_at < TORCHRUN_SIGINT_ECHO_S:
+            return  # torchrun forwarding the same Ctrl-C
+        raise KeyboardInterrupt("second Ctrl-C")
+
     def install(self) -> PreemptionFlag:
         """Install the handlers (main thread only); returns self."""
         for sig in PREEMPTION_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle_sigint)
         return self
 
     def restore(self) -> None:

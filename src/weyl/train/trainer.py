@@ -34,8 +34,9 @@ from weyl.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from weyl.train.crash_guard import CRASH_ACTIONS, CrashGuard
+from weyl.train.crash_guard import CRASH_ACTIONS, CrashGuard, divergence_bound_for
 from weyl.train.distributed import DistContext, is_fsdp
+from weyl.train.exit_codes import CRASHED, INTERRUPTED
 from weyl.train.loggers import MetricLoggers
 from weyl.train.run_status import write_status
 from weyl.train.schedule import LRSchedule
@@ -99,7 +100,8 @@ class Trainer:
         self.cfg = cfg
         self.ctx = parts.ctx
         self.device = parts.ctx.device
-        self.guard = CrashGuard(cfg.spike_window, cfg.spike_factor)
+        bound, origin = divergence_bound_for(cfg.divergence_factor, parts.cfg.model, parts.data)
+        self.guard = CrashGuard(cfg.spike_window, cfg.spike_factor, bound, origin)
         self.step = 0
         self.best: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
@@ -108,6 +110,7 @@ class Trainer:
         self.elapsed_before = 0.0  # wall time of earlier processes of this run
         self.fsdp = is_fsdp(parts.model)
         self.preemption = PreemptionFlag()
+        self.fitting = False  # inside fit(): a KeyboardInterrupt there is a second Ctrl-C
         self.autocast_dtype = self._autocast_dtype(cfg.precision)
         self._t_start = time.time()
         self._last_saved_step = -1
@@ -321,25 +324,35 @@ class Trainer:
             return {}
         return summarize_lr_report(report())
 
-    def _reduce_step_scalars(self, loss: Tensor, grad_norm: Tensor) -> tuple[float, float, bool]:
-        """(loss, grad norm, preempt) averaged over ranks, with the update's one host sync."""
+    def _reduce_step_scalars(
+        self, loss: Tensor, grad_norm: Tensor
+    ) -> tuple[float, float, str | None]:
+        """(loss, grad norm, stop) averaged over ranks, with the update's one host sync.
+
+        ``stop`` is None, ``"preempt"`` (SIGUSR1/2, SIGTERM) or ``"interrupt"`` (Ctrl-C).
+        """
         # The crash guard must see the loss before optimizer.step(), so one sync per update is
         # needed; everything the host needs rides on it (a single small copy on GPU).
         if not self.ctx.is_distributed:
             both = torch.stack([loss.float(), grad_norm.float().to(self.device)])
             loss_f, norm_f = both.tolist()
-            return loss_f, norm_f, self.preemption.requested
-        # Every rank must agree on stopping, so the preemption flag travels in the all-reduce.
-        flag = 1.0 if self.preemption.requested else 0.0
+            return loss_f, norm_f, self.preemption.stop_kind
+        # Every rank must agree on stopping, so the stop flags travel in the all-reduce.
+        kind = self.preemption.stop_kind
         reduced = torch.stack(
             [
                 loss.float(),
                 grad_norm.float().to(self.device),
-                torch.tensor(flag, device=self.device),
+                torch.tensor(1.0 if kind == "preempt" else 0.0, device=self.device),
+                torch.tensor(1.0 if kind == "interrupt" else 0.0, device=self.device),
             ]
         )
-        loss_f, norm_f, preempt = (self.ctx.all_reduce_sum(reduced) / self.ctx.world_size).tolist()
-        return loss_f, norm_f, preempt > 0
+        loss_f, norm_f, preempt, interrupt = (
+            self.ctx.all_reduce_sum(reduced) / self.ctx.world_size
+        ).tolist()
+        # A Ctrl-C on any rank wins over a preemption: the user asked to stop, not to requeue.
+        stop = "interrupt" if interrupt > 0 else "preempt" if preempt > 0 else None
+        return loss_f, norm_f, stop
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.p.total_steps
@@ -354,6 +367,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (or until a crash/preemption); returns the run summary."""
         self.preemption.install()
+        self.fitting = True
         try:
             return self._fit()
         finally:
@@ -379,7 +393,7 @@ class Trainer:
             t0 = time.perf_counter()
             lr = p.schedule.apply(p.optimizer, self.step)
             loss_t, norm_t, units = self._train_step()
-            loss, grad_norm, preempt = self._reduce_step_scalars(loss_t, norm_t)
+            loss, grad_norm, stop = self._reduce_step_scalars(loss_t, norm_t)
             if fault_injection.inject_nan(self.step + 1):
                 loss = float("nan")
             reason = self.guard.check(loss, grad_norm)
@@ -429,7 +443,9 @@ class Trainer:
             if self._due(cfg.ckpt_every):
                 self.save_checkpoint()
             fault_injection.maybe_kill_after_step(self.step)
-            if preempt and self.step < p.total_steps:
+            if stop == "interrupt" and self.step < p.total_steps:
+                return self._on_interrupt()
+            if stop == "preempt" and self.step < p.total_steps:
                 return self._on_preempt()
         self.save_checkpoint()
         self._status("finished", final_loss=self.last_loss)
@@ -450,6 +466,13 @@ class Trainer:
             "elapsed": self.elapsed(),
             "run_dir": self.p.cfg.run_dir,
         }
+
+    def _on_interrupt(self) -> dict[str, Any]:
+        """Ctrl-C: checkpoint this step and stop; a rerun of the same command continues."""
+        self.save_checkpoint()
+        reason = "Ctrl-C (SIGINT); checkpoint saved"
+        self._status("interrupted", reason)
+        return self.summary("interrupted", exit_code=INTERRUPTED, reason=reason)
 
     def _on_preempt(self) -> dict[str, Any]:
         self.save_checkpoint()
@@ -502,7 +525,7 @@ class Trainer:
             return None
         self.step = at_step
         self._status("crashed", reason, last_good_checkpoint=str(latest) if latest else None)
-        return self.summary("crashed", exit_code=0, reason=reason)
+        return self.summary("crashed", exit_code=CRASHED, reason=reason)
 
 
 def unwrap_compiled(model: nn.Module) -> nn.Module:
