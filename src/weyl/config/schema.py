@@ -210,8 +210,8 @@ class TrainerConfig:
 @dataclass
 class WandbConfig:
     enabled: bool = False
-    # "offline" (default, no network), "online", "disabled"
-    mode: str = "offline"
+    # "offline", "online", "disabled", or null: the WANDB_MODE environment variable, else offline
+    mode: str | None = None
     project: str = "weyl"
     entity: str | None = None
     group: str | None = None

@@ -358,5 +358,6 @@ def validate(container: Mapping[str, Any]) -> TrainConfig:
     _check_trainer(cfg.trainer)
     _check_schedule(cfg.schedule, cfg.optim, cfg.trainer)
     _check_diagnostics(cfg.diagnostics)
-    _one_of(cfg.logger.wandb.mode, WANDB_MODES, "logger.wandb.mode")
+    if cfg.logger.wandb.mode is not None:  # null: from WANDB_MODE at run time, else offline
+        _one_of(cfg.logger.wandb.mode, WANDB_MODES, "logger.wandb.mode")
     return cfg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from weyl.data.image_transforms import (
 )
 from weyl.data.kjv import prepare_kjv
 from weyl.data.locations import default_text_dir, missing_data_error, resolve_dir
-from weyl.data.token_bins import is_prepared, read_meta
+from weyl.data.token_bins import largest_token_ids, read_meta
 from weyl.data.token_blocks import TokenBlockStream, iter_val_blocks, probe_blocks
 from weyl.data.tokenizer import TOKENIZER_NAMES
 
@@ -36,6 +37,52 @@ def prepare_command(cfg: Any, out_dir: Path) -> str:
     if cfg.name == "kjv":
         return f"weyl prepare kjv --tokenizer {cfg.tokenizer} --out {out_dir}"
     return f"weyl prepare openwebtext --source <hub name or local corpus> --out {out_dir}"
+
+
+TOKEN_SET_FILES = ("train.bin", "val.bin", "meta.json")
+
+
+def _open_token_set(cfg: Any, out_dir: Path) -> dict[str, Any]:
+    """meta.json of the set at ``out_dir``; one-line errors naming the path and the fix.
+
+    The embedded KJV is prepared on first use, but only into a directory that holds none of a
+    set's files: whatever a user put there is never overwritten.
+    """
+    command = prepare_command(cfg, out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(
+            f"data.path={out_dir} is a file; point it at a directory holding "
+            f"{', '.join(TOKEN_SET_FILES)} (create one with `{prepare_command(cfg, Path('DIR'))}`)"
+        )
+    if cfg.name == "kjv" and not any((out_dir / f).exists() for f in TOKEN_SET_FILES):
+        prepare_kjv(out_dir, cfg.tokenizer)
+    if not any((out_dir / f).exists() for f in TOKEN_SET_FILES):
+        raise missing_data_error(
+            f"text data set {cfg.name!r} ({', '.join(TOKEN_SET_FILES)})", out_dir, command
+        )
+    try:
+        meta = read_meta(out_dir)
+        largest = largest_token_ids(out_dir, meta)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        detail = f"{out_dir / 'meta.json'} is not JSON"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, KeyError | TypeError):
+            detail = f"{out_dir / 'meta.json'} lacks a field ({detail})"
+    else:
+        vocab = int(meta["vocab_size"])
+        for split, top in largest.items():
+            if top >= vocab:
+                raise ValueError(
+                    f"{out_dir / f'{split}.bin'} holds token id {top} but its meta.json vocabulary "
+                    f"has {vocab} ids (largest valid id {vocab - 1}): the bins are corrupt or from "
+                    f"another tokenizer; prepare them again with `{command} --force`"
+                )
+        return meta
+    raise ValueError(
+        f"data.path: {out_dir} is not a usable token set: {detail}; "
+        f"prepare it again with `{command} --force`"
+    )
 
 
 def _check_rank(rank: int, world_size: int, batch_size: int) -> None:
@@ -64,15 +111,7 @@ def build_text_data(
     if cfg.block_size < 1:
         raise ValueError(f"data.block_size must be >= 1, got {cfg.block_size}")
     out_dir = text_data_dir(cfg)
-    if cfg.name == "kjv" and not is_prepared(out_dir):
-        prepare_kjv(out_dir, cfg.tokenizer)
-    if not is_prepared(out_dir):
-        raise missing_data_error(
-            f"text data set {cfg.name!r} (train.bin, val.bin, meta.json)",
-            out_dir,
-            prepare_command(cfg, out_dir),
-        )
-    meta = read_meta(out_dir)
+    meta = _open_token_set(cfg, out_dir)
     if meta["tokenizer"] != cfg.tokenizer:
         raise ValueError(
             f"data.tokenizer={cfg.tokenizer!r} but {out_dir} was prepared with {meta['tokenizer']!r}; "

@@ -75,8 +75,30 @@ def write_token_file(
     return total
 
 
+# One pass over a token file costs ~0.3 s per GiB from the page cache and ~1.7 s per GiB cold
+# (measured: 0.03-0.17 s for 100 MB); sets prepared by weyl record the result in meta.json.
+MAX_ID_SCAN_BYTES = 1 << 30
+
+
+def max_token_id(path: str | os.PathLike[str], chunk: int = 1 << 24) -> int:
+    """The largest token id in a token file (one chunked pass), -1 for an empty file."""
+    tokens = open_tokens(path)
+    largest = -1
+    for start in range(0, len(tokens), chunk):
+        largest = max(largest, int(tokens[start : start + chunk].max()))
+    return largest
+
+
 def write_meta(out_dir: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
-    """Write ``meta.json`` atomically (the completion marker of a prepared set)."""
+    """Write ``meta.json`` atomically (the completion marker of a prepared set).
+
+    Each split's largest token id is recorded (``splits.<split>.max_token_id``) so that a run
+    can check it against the model's vocabulary without reading the bins again.
+    """
+    for split, info in meta.get("splits", {}).items():
+        bin_path = Path(out_dir) / f"{split}.bin"
+        if isinstance(info, dict) and "max_token_id" not in info and bin_path.is_file():
+            info["max_token_id"] = max_token_id(bin_path)
     path = Path(out_dir) / "meta.json"
     text = json.dumps({"format": FORMAT, "dtype": "uint16", **meta}, indent=1)
     replace_durably(path, _temp_name(path), lambda f: f.write(text.encode()))
@@ -144,3 +166,16 @@ def clean_partial(out_dir: str | os.PathLike[str]) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def largest_token_ids(out_dir: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, int]:
+    """``{split: largest id}`` from meta.json, or from one pass over bins up to
+    :data:`MAX_ID_SCAN_BYTES` in all (larger sets prepared elsewhere are not scanned)."""
+    out_dir = Path(out_dir)
+    recorded = {s: meta["splits"][s].get("max_token_id") for s in SPLITS}
+    if all(isinstance(v, int) for v in recorded.values()):
+        return recorded  # type: ignore[return-value]
+    size = sum((out_dir / f"{s}.bin").stat().st_size for s in SPLITS)
+    if size > MAX_ID_SCAN_BYTES:
+        return {}
+    return {s: max_token_id(out_dir / f"{s}.bin") for s in SPLITS}

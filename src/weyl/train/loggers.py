@@ -9,6 +9,7 @@ bitwise; non-finite values become ``null`` (strict JSON) and the event line says
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -122,19 +123,49 @@ class ProgressBar:
             self._progress.stop()
 
 
+WANDB_ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled",
+                   "run": "online", "dryrun": "offline"}  # wandb's own aliases
+# Seconds wandb may spend reaching its server before an online run falls back to offline
+# (wandb's default waits ~100 s and then raises; measured with this: ~6-8 s to the fallback).
+WANDB_INIT_TIMEOUT_S = 8.0
+
+
+def resolve_wandb_mode(configured: str | None) -> str:
+    """The wandb mode of a run: ``logger.wandb.mode`` when set (config, recipe or override),
+    else the ``WANDB_MODE`` environment variable, else ``offline``."""
+    if configured:
+        return configured
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if not env:
+        return "offline"
+    if env not in WANDB_ENV_MODES:
+        raise ValueError(
+            f"WANDB_MODE={env!r} is unknown; use online, offline or disabled "
+            "(or set logger.wandb.mode)"
+        )
+    return WANDB_ENV_MODES[env]
+
+
 class WandbLogger:
-    """wandb on rank 0: offline by default, one run per training run, resumed by id."""
+    """wandb on rank 0: offline by default, one run per training run, resumed by id.
+
+    An online run that cannot reach the server within :data:`WANDB_INIT_TIMEOUT_S` logs one
+    warning and continues offline (``wandb sync`` uploads it later): a training run never
+    waits on, or dies of, the network.
+    """
 
     def __init__(
         self, cfg: WandbConfig, run_dir: str | Path, config: dict[str, Any], run_id: str | None
     ) -> None:
         import wandb
 
-        if cfg.mode not in ("offline", "online", "disabled"):
+        mode = resolve_wandb_mode(cfg.mode)
+        if mode not in ("offline", "online", "disabled"):
             raise ValueError(
-                f"logger.wandb.mode={cfg.mode!r} is unknown; use offline, online or disabled"
+                f"logger.wandb.mode={mode!r} is unknown; use offline, online or disabled"
             )
         self._wandb = wandb
+        self.mode = mode
         # A resumed run keeps its checkpointed id; a `wandb agent` names the run it launched in
         # WANDB_RUN_ID (an explicit id would detach the run from its sweep); otherwise 8 chars
         # of [a-z0-9], generated here so that the checkpoint can carry them.
@@ -144,18 +175,41 @@ class WandbLogger:
             or "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         )
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
+        kwargs = dict(
             project=cfg.project,
             entity=cfg.entity,
             group=cfg.group,
             tags=list(cfg.tags) or None,
             name=cfg.name,
-            mode=cfg.mode,
             dir=str(run_dir),
             id=self.run_id,
             resume="allow",
             config=config,
         )
+        if mode != "online":
+            self.run = wandb.init(mode=mode, **kwargs)
+            return
+        try:
+            with _wandb_silenced():  # its retries and login notes would bury the one line below
+                self.run = wandb.init(
+                    mode="online",
+                    settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
+                    **kwargs,
+                )
+        except Exception as err:  # wandb raises CommError, UsageError, TimeoutError, ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            print(
+                f"weyl: wandb online failed ({type(err).__name__}: {first}); logging offline "
+                f"under {Path(run_dir) / 'wandb'}, upload later with `wandb sync`",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.mode = "offline"
+            # The failed attempt still holds the run id inside wandb's service process.
+            with contextlib.suppress(Exception):
+                wandb.teardown()
+            with _wandb_silenced():
+                self.run = wandb.init(mode="offline", **kwargs)
 
     def log(self, step: int, record: dict[str, Any]) -> None:
         """Log the numeric entries of ``record`` at ``step``."""
@@ -165,6 +219,20 @@ class WandbLogger:
     def close(self, exit_code: int = 0) -> None:
         """Finish the run (flushes the offline files)."""
         self.run.finish(exit_code=exit_code)
+
+
+class _wandb_silenced:
+    """Set ``WANDB_SILENT`` for the duration of a block (wandb reads it at each call)."""
+
+    def __enter__(self) -> None:
+        self._before = os.environ.get("WANDB_SILENT")
+        os.environ["WANDB_SILENT"] = "true"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is None:
+            os.environ.pop("WANDB_SILENT", None)
+        else:
+            os.environ["WANDB_SILENT"] = self._before
 
 
 class MetricLoggers:
