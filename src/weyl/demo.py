@@ -7,6 +7,9 @@ signature the paper describes: the no-warmup AdamW run's attention collapses (en
 0, spectral energy of WqᵀWk in ≤2 directions) and it ends clearly worse, while AdamW²
 without warmup does not collapse and matches AdamW with warmup. Every number comes from the
 runs' own logs.
+
+Exit code: 0 when every verdict holds, 1 when one does not; a Ctrl-C (130) or a preemption (3)
+stops the demo after the current run checkpointed, and rerunning the command continues it.
 """
 
 from __future__ import annotations
@@ -184,6 +187,8 @@ def main(argv: list[str]) -> int:
 
     import torch
 
+    from weyl.train.exit_codes import INTERRUPTED, PREEMPTED
+
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -204,6 +209,15 @@ def main(argv: list[str]) -> int:
         t0 = time.time()
         result = run_recipe(f"cpu/{method}", run_dir, overrides + extra, progress=not args.no_progress)
         print(f"   {result.get('state')} at step {result.get('step')} in {time.time() - t0:.0f} s", flush=True)
+        code = int(result.get("exit_code", 0))
+        if code in (INTERRUPTED, PREEMPTED):
+            # The user (or the scheduler) asked to stop: the demo stops too, resumable as is.
+            print(
+                f"weyl demo: {result.get('state')} at step {result.get('step')} of {method}; "
+                "checkpoint saved; rerun the same command to continue",
+                file=sys.stderr,
+            )
+            raise SystemExit(code)
 
     from weyl.report.report_cli import compare_runs
     from weyl.report.tables import summary_table

@@ -7,6 +7,9 @@
 - ``WEYL_TEST_KILL_IN_CHECKPOINT_AT_STEP=N``: SIGKILL in the middle of writing the checkpoint of
   step ``N`` (after the per-rank files, before the model/optimizer file and the rename).
 - ``WEYL_TEST_STEP_SLEEP=S``: sleep ``S`` seconds per step, so a test can signal a running job.
+- ``WEYL_TEST_SETUP_SLEEP=S``: sleep ``S`` seconds at the end of set-up, before the loop (a
+  test signals the run there to exercise a Ctrl-C during set-up).
+- ``WEYL_TEST_RAISE_AT_STEP=N``: raise a RuntimeError after step ``N`` (an unexpected error).
 """
 
 from __future__ import annotations
@@ -55,3 +58,16 @@ def maybe_sleep() -> None:
     delay = os.environ.get("WEYL_TEST_STEP_SLEEP")
     if delay:
         time.sleep(float(delay))
+
+
+def maybe_sleep_in_setup() -> None:
+    """Pause at the end of set-up by ``WEYL_TEST_SETUP_SLEEP`` seconds."""
+    delay = os.environ.get("WEYL_TEST_SETUP_SLEEP")
+    if delay:
+        time.sleep(float(delay))
+
+
+def maybe_raise_after_step(step: int) -> None:
+    """Raise a RuntimeError when ``WEYL_TEST_RAISE_AT_STEP`` equals ``step``."""
+    if _env_step("WEYL_TEST_RAISE_AT_STEP") == step:
+        raise RuntimeError(f"injected fault after step {step}")

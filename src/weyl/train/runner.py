@@ -26,6 +26,7 @@ from torch import nn
 
 from weyl.config.schema import TrainConfig
 from weyl.models.attention_view import unwrap_model
+from weyl.train import fault_injection
 from weyl.train.checkpoint import CheckpointManager
 from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed, wrap_model
 from weyl.train.loggers import JsonlLogger, MetricLoggers, ProgressBar, WandbLogger
@@ -287,6 +288,7 @@ def run_training(
                     cfg.logger.wandb, run_dir, dataclasses.asdict(cfg), parts.wandb_run_id
                 )
                 parts.wandb_run_id = loggers.wandb.run_id
+        fault_injection.maybe_sleep_in_setup()
         summary = trainer.fit()
         loggers.close(exit_code=summary["exit_code"])
         return summary

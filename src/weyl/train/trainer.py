@@ -443,6 +443,7 @@ class Trainer:
             if self._due(cfg.ckpt_every):
                 self.save_checkpoint()
             fault_injection.maybe_kill_after_step(self.step)
+            fault_injection.maybe_raise_after_step(self.step)
             if stop == "interrupt" and self.step < p.total_steps:
                 return self._on_interrupt()
             if stop == "preempt" and self.step < p.total_steps:
