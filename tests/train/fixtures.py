@@ -194,7 +194,8 @@ def worker_env(**extra: str) -> dict[str, str]:
         HF_DATASETS_OFFLINE="1",
         WANDB_MODE="offline",
         OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO),
+        # this checkout's tests and its own weyl (not whatever copy the venv installed)
+        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]),
         **extra,
     )
     return env

@@ -358,3 +358,43 @@ def test_wandb_online_from_the_environment_without_network_falls_back_in_one_lin
     assert status(run)["state"] == "finished"
     assert list((run / "wandb").glob("offline-run-*"))
     assert elapsed < 90, elapsed  # wandb alone used to block ~104 s before its traceback
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_checkpoints_every_rank_and_records_interrupted(base_env, tmp_path):
+    # A terminal's Ctrl-C goes to the whole foreground process group: torchrun and its workers;
+    # torchrun then forwards SIGINT to the workers once more (the echo the workers ignore).
+    from tests.train.fixtures import free_port
+
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+        f"--master-port={free_port()}", "-m", "weyl.cli", "train", *SHORT,
+        "trainer.device=cpu", f"run_dir={run}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        env={**base_env, "WEYL_TEST_STEP_SLEEP": "0.3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: logged_steps(run) >= 3, proc, timeout=240)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    st = status(run)
+    assert st["state"] == "interrupted" and "second Ctrl-C" not in st["reason"], err[-3000:]
+    step_dir = run / "checkpoints" / f"step_{st['step']:08d}"
+    assert sorted(p.name for p in step_dir.iterdir()) == [
+        "rank_00000.pt",
+        "rank_00001.pt",
+        "state.pt",
+    ]
+    assert err.count("weyl train: interrupted at step") == 1  # rank 0 only
+    # torchrun re-raises the signal it got as SignalException: its own exit code is 1
+    assert proc.returncode == 1

@@ -43,7 +43,7 @@ def test_an_exception_is_recorded_in_status_and_reraised(tmp_path):
     with pytest.raises(FileNotFoundError):
         run_training(tiny_config(tmp_path / "run"), factories=factories)
     status = json.loads((tmp_path / "run" / "status.json").read_text())
-    assert status["state"] == "crashed" and "no train.bin" in status["reason"]
+    assert status["state"] == "failed" and "no train.bin" in status["reason"]
 
 
 def test_progress_bar_tracks_steps():
