@@ -154,6 +154,21 @@ def shortened_run(steps: int) -> list[str]:
     ]
 
 
+class DemoStop(Exception):
+    """A demo run cannot start; the message is one line for the user."""
+
+
+def demo_dir(out: Path, quick: bool, steps: int) -> Path:
+    """Where one kind of demo keeps its runs: the full demo in ``out``, shortened ones apart.
+
+    A 300-step run is not the first 300 steps of a 1000-step run (the cosine decays sooner), so
+    ``--quick`` and ``--steps N`` never share run directories with the full demo.
+    """
+    if steps:
+        return out / f"steps{steps}"
+    return out / "quick" if quick else out
+
+
 def run_recipe(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> dict[str, Any]:
     """Compose one recipe and start it into ``run_dir`` through the same launcher as ``weyl train``."""
     from weyl.config.compose import compose_raw, to_plain
@@ -165,6 +180,15 @@ def run_recipe(recipe: str, run_dir: Path, overrides: list[str], progress: bool)
 
 
 def main(argv: list[str]) -> int:
+    """Entry point of ``weyl demo``: 0 when every verdict holds, 1 when one does not, 2 on bad input."""
+    try:
+        return _demo(argv)
+    except DemoStop as exc:
+        print(f"weyl demo: {exc}", file=sys.stderr)
+        return 2
+
+
+def _demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="weyl demo",
         description="Reproduce the paper's claim on CPU: AdamW without warmup collapses, with warmup trains, "
@@ -186,7 +210,7 @@ def main(argv: list[str]) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = demo_dir(Path(args.out), args.quick, args.steps)
     methods = list(METHODS) + ([SIGMA_REPARAM] if args.sigma_reparam else [])
     overrides = list(args.overrides)
     steps = args.steps or (QUICK_STEPS if args.quick else 0)
@@ -202,11 +226,22 @@ def main(argv: list[str]) -> int:
             _move_aside(run_dir)
         print(f"\n== {method} -> {run_dir}", flush=True)
         t0 = time.time()
-        result = run_recipe(f"cpu/{method}", run_dir, overrides + extra, progress=not args.no_progress)
+        try:
+            result = run_recipe(
+                f"cpu/{method}", run_dir, overrides + extra, progress=not args.no_progress
+            )
+        except RunConfigChanged as exc:
+            raise DemoStop(
+                f"{run_dir} holds an earlier demo run with a different config "
+                f"({describe_changes(exc.changes)}); pass --fresh to move it aside and train "
+                "again, or --out DIR for a separate demo"
+            ) from None
         print(f"   {result.get('state')} at step {result.get('step')} in {time.time() - t0:.0f} s", flush=True)
 
     from weyl.report.report_cli import compare_runs
     from weyl.report.tables import summary_table
+    from weyl.train.config_drift import describe_changes
+    from weyl.train.launch import RunConfigChanged
 
     if sweep is not None:
         rows = []

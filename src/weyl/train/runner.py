@@ -94,15 +94,18 @@ def total_steps_for(cfg: TrainConfig, samples_per_epoch: int) -> int:
 
 
 def resolve_resume(resume: str, ckpt: CheckpointManager) -> Path | None:
-    """``auto`` → newest complete checkpoint (or None), ``never`` → None, else that path."""
+    """``auto``/``force`` → newest complete checkpoint (or None), ``never`` → None, else that path.
+
+    (:mod:`weyl.train.launch` has already checked what ``auto`` may continue.)
+    """
     if resume == "never":
         return None
-    if resume == "auto":
+    if resume in ("auto", "force"):
         return ckpt.latest()
     path = Path(resume)
     if not path.is_dir():
         raise ValueError(
-            f"trainer.resume={resume!r} does not exist; use auto, never or a checkpoint dir"
+            f"trainer.resume={resume!r} does not exist; use auto, force, never or a checkpoint dir"
         )
     return path
 
@@ -186,6 +189,7 @@ def run_training(
     factories: Factories | None = None,
     requeue: bool | None = None,
     max_rollbacks: int | None = None,
+    launch_events: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` to completion, crash or preemption and return the run summary.
 
@@ -194,6 +198,7 @@ def run_training(
     ``requeue`` (default ``cfg.trainer.requeue``) makes rank 0 ``scontrol requeue`` the job
     after a preemption signal — only under Slurm (``SLURM_JOB_ID`` set), where
     slurm/train.sbatch relies on it. ``max_rollbacks`` defaults to ``cfg.trainer.max_rollbacks``.
+    ``launch_events`` (e.g. a forced config change) are logged at the start step.
     """
     factories = factories or default_factories()
     if cfg.trainer.ema:
@@ -268,6 +273,8 @@ def run_training(
         if ctx.is_main:
             resume_step = trainer.step if resume_from is not None else None
             loggers.jsonl = JsonlLogger(run_dir / "metrics.jsonl", resume_step)
+            for event in launch_events or []:
+                loggers.jsonl.log({"step": trainer.step, **event})
             if cfg.logger.progress:
                 loggers.progress = ProgressBar(total, trainer.step, task.unit)
             if cfg.logger.wandb.enabled:
