@@ -11,7 +11,6 @@ runs' own logs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -20,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from weyl.command_parser import CommandParser
 
 if TYPE_CHECKING:
     from weyl.report.run_data import RunData
@@ -189,7 +190,7 @@ def main(argv: list[str]) -> int:
 
 
 def _demo(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="weyl demo",
         description="Reproduce the paper's claim on CPU: AdamW without warmup collapses, with warmup trains, "
         "AdamW² without warmup trains as well (3 runs on the embedded KJV text, then a comparison).",

@@ -16,12 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+from weyl.command_parser import CommandParser
 from weyl.data.locations import DATA_DIR_ENV, data_root, default_text_dir
 from weyl.data.tokenizer import TOKENIZER_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="weyl prepare",
         description=f"Create or check a data set. Default locations are under ${DATA_DIR_ENV} or ./data_cache.",
     )
