@@ -220,7 +220,11 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
+    # The rich progress bar on a terminal (under console: auto).
     progress: bool = True
+    # Human-readable log on stdout: "auto" (the bar on a terminal, plain lines otherwise, e.g. a
+    # Slurm .out), "lines" (plain lines always) or "off".
+    console: str = "auto"
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

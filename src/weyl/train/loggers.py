@@ -1,4 +1,5 @@
-"""Metric sinks on rank 0: the JSONL file (always), a rich progress bar, and wandb.
+"""Metric sinks on rank 0: the JSONL file (always), the console log (:mod:`weyl.train.console_log`:
+plain lines, or a rich progress bar on a terminal), and wandb.
 
 ``metrics.jsonl`` holds one JSON object per log step with stable keys (``step``, ``loss``,
 ``lr``, ``tokens_per_s``/``images_per_s``, ``grad_norm``, ``elapsed`` plus ``eval/…``,
@@ -17,9 +18,12 @@ import string
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weyl.config.schema import WandbConfig
+
+if TYPE_CHECKING:
+    from weyl.train.console_log import ConsoleLog
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -112,9 +116,16 @@ class ProgressBar:
             return
         rate = record.get(f"{self.unit}_per_s")
         info = f"loss {record.get('loss', float('nan')):.4f}  lr {record.get('lr', 0.0):.3g}"
+        if record.get("optim/clip_rate") is not None:
+            info += f"  clip {100 * record['optim/clip_rate']:.0f}%"
         if rate:
             info += f"  {rate:,.0f} {self.unit}/s"
         self._progress.update(self._task, completed=step, info=info)
+
+    def print(self, line: str) -> None:
+        """Print ``line`` above the bar (as it is: no rich markup or highlighting)."""
+        if self.enabled:
+            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         """Stop redrawing."""
@@ -173,11 +184,11 @@ class MetricLoggers:
     def __init__(
         self,
         jsonl: JsonlLogger | None = None,
-        progress: ProgressBar | None = None,
+        console: ConsoleLog | None = None,
         wandb: WandbLogger | None = None,
     ) -> None:
         self.jsonl = jsonl
-        self.progress = progress
+        self.console = console
         self.wandb = wandb
         self.start_time = time.time()
 
@@ -185,15 +196,15 @@ class MetricLoggers:
         """Send one record (must contain ``step``) to every sink."""
         if self.jsonl is not None:
             self.jsonl.log(record)
-        if self.progress is not None and "event" not in record:
-            self.progress.update(record["step"], record)
+        if self.console is not None:
+            self.console.log(record)
         if self.wandb is not None:
             self.wandb.log(record["step"], record)
 
     def close(self, exit_code: int = 0) -> None:
         """Close every sink."""
-        if self.progress is not None:
-            self.progress.close()
+        if self.console is not None:
+            self.console.close()
         if self.jsonl is not None:
             self.jsonl.close()
         if self.wandb is not None:

@@ -27,8 +27,9 @@ from torch import nn
 from weyl.config.schema import TrainConfig
 from weyl.models.attention_view import unwrap_model
 from weyl.train.checkpoint import CheckpointManager
+from weyl.train.console_log import ConsoleLog, banner_lines
 from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed, wrap_model
-from weyl.train.loggers import JsonlLogger, MetricLoggers, ProgressBar, WandbLogger
+from weyl.train.loggers import JsonlLogger, MetricLoggers, WandbLogger
 from weyl.train.run_status import write_status
 from weyl.train.schedule import build_schedule
 from weyl.train.task import build_task
@@ -275,20 +276,44 @@ def run_training(
             loggers.jsonl = JsonlLogger(run_dir / "metrics.jsonl", resume_step)
             for event in launch_events or []:
                 loggers.jsonl.log({"step": trainer.step, **event})
-            if cfg.logger.progress:
-                loggers.progress = ProgressBar(total, trainer.step, task.unit)
+            loggers.console = ConsoleLog(
+                cfg.logger.console, total, trainer.step, task.unit, progress=cfg.logger.progress
+            )
+            loggers.console.banner(
+                banner_lines(
+                    cfg,
+                    model=raw,
+                    world_size=ctx.world_size,
+                    device=ctx.device,
+                    autocast_dtype=trainer.autocast_dtype,
+                    total_steps=total,
+                    micro_batch=micro,
+                    accum_steps=accum,
+                    unit=task.unit,
+                    resume_step=resume_step,
+                )
+            )
+            for event in launch_events or []:
+                loggers.console.log({"step": trainer.step, **event})
             if cfg.logger.wandb.enabled:
                 loggers.wandb = WandbLogger(
                     cfg.logger.wandb, run_dir, dataclasses.asdict(cfg), parts.wandb_run_id
                 )
                 parts.wandb_run_id = loggers.wandb.run_id
         summary = trainer.fit()
+        if loggers.console is not None:
+            loggers.console.summary(summary)
         loggers.close(exit_code=0)
         return summary
     except BaseException as err:
         if ctx.is_main and run_dir.is_dir():
             step = trainer.step if trainer is not None else 0
             write_status(run_dir, "crashed", step, f"exception: {err!r}")
+            if loggers.console is not None and trainer is not None:
+                with contextlib.suppress(Exception):
+                    loggers.console.summary(
+                        trainer.summary("crashed", exit_code=1, reason=f"exception: {err!r}")
+                    )
         with contextlib.suppress(Exception):  # must not mask the original error
             loggers.close(exit_code=1)
         raise
