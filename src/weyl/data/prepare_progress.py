@@ -37,7 +37,7 @@ class PrepareProgress:
         self.documents_name = documents_name
         self.total_documents, self.total_tokens = total_documents, total_tokens
         self.every_s = every_s
-        self.stream = stream or sys.stderr
+        self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.documents = 0
         self.tokens = 0
@@ -89,9 +89,9 @@ class PrepareProgress:
                 parts.append(f"{format_si(self.tokens / elapsed)} tok/s")
         return parts
 
-    def line(self) -> str:
-        """The plain progress line as of now."""
-        elapsed = time.monotonic() - self._t0
+    def line(self, now: float | None = None) -> str:
+        """The plain progress line as of ``now`` (default: the current time)."""
+        elapsed = (time.monotonic() if now is None else now) - self._t0
         total, done = self._total()
         counts = self._counts(elapsed)
         if total:
@@ -116,11 +116,11 @@ class PrepareProgress:
         now = time.monotonic()
         if now - self._last_line >= self.every_s:
             self._last_line = now
-            self._print_line()
+            self._print_line(now)
 
-    def _print_line(self) -> None:
+    def _print_line(self, now: float | None = None) -> None:
         self._printed = (self.documents, self.tokens)
-        print(self.line(), file=self.stream, flush=True)
+        print(self.line(now), file=self.stream, flush=True)
 
     def close(self) -> None:
         """End the phase: stop the bar (it stays on screen), or print the final line."""

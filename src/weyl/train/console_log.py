@@ -295,7 +295,7 @@ class ConsoleLog:
             raise ValueError(
                 f"logger.console={mode!r} is unknown; use one of {', '.join(CONSOLE_MODES)}"
             )
-        self.stream = stream or sys.stdout
+        self.stream = stream if stream is not None else sys.stdout
         self.enabled = mode != "off"
         self.total, self.unit = total, unit
         is_terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
