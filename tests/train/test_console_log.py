@@ -204,3 +204,23 @@ def test_unknown_console_mode_is_a_one_line_config_error() -> None:
         ConfigError, match=r"^logger\.console: unknown 'loud'; choose one of: auto, lines, off$"
     ):
         load_config(["recipe=smoke/gpt_tiny", "logger.console=loud"])
+
+
+def test_a_preempted_run_gets_its_event_line_and_the_resume_hint() -> None:
+    stream = io.StringIO()
+    log = ConsoleLog("lines", total=40, start=0, unit="tokens", stream=stream)
+    log.summary(
+        {
+            "state": "preempted",
+            "step": 11,
+            "total_steps": 40,
+            "reason": "signal SIGUSR1",
+            "final_loss": 4.77,
+            "elapsed": 5.5,
+            "run_dir": "/r",
+        }
+    )
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "PREEMPTED at step 11: signal SIGUSR1"
+    assert lines[1] == "weyl train preempted at step 11/40 (signal SIGUSR1) after 5.5s"
+    assert "checkpoint of step 11 saved" in lines[3]
