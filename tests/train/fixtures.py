@@ -194,7 +194,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         HF_DATASETS_OFFLINE="1",
         WANDB_MODE="offline",
         OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}",
         **extra,
     )
     return env
