@@ -224,3 +224,8 @@ def test_a_preempted_run_gets_its_event_line_and_the_resume_hint() -> None:
     assert lines[0] == "PREEMPTED at step 11: signal SIGUSR1"
     assert lines[1] == "weyl train preempted at step 11/40 (signal SIGUSR1) after 5.5s"
     assert "checkpoint of step 11 saved" in lines[3]
+
+
+def test_a_config_change_at_relaunch_names_each_key() -> None:
+    record = {"step": 20, "event": "config_changed", "changes": {"optim.lr": [0.003, 0.001]}}
+    assert console_log.event_line(record) == "CONFIG_CHANGED at step 20: optim.lr 0.003 -> 0.001"
