@@ -13,11 +13,24 @@ import sys
 
 # name → (module path, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("weyl.demo", "the main job: AdamW vs AdamW+warmup vs AdamW² without warmup, on CPU in minutes"),
+    "demo": (
+        "weyl.demo",
+        "the main job: AdamW vs AdamW+warmup vs AdamW² without warmup, on CPU in minutes",
+    ),
     "train": (
         "weyl.train.cli",
         "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
     ),
+    "prepare": (
+        "weyl.data.prepare_cli",
+        "create or check a data set (openwebtext, kjv, imagenet, ...)",
+    ),
+    "report": (
+        "weyl.report.report_cli:main_report",
+        "turn a run directory into the paper's figures",
+    ),
+    "compare": ("weyl.report.report_cli:main_compare", "overlay several runs: plots and a table"),
+    "modes": ("weyl.diagnostics.modes_cli", "simulate Appendix G's three attention modes"),
 }
 
 
