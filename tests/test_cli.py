@@ -42,7 +42,7 @@ def test_every_subcommand_has_help():
 def test_train_help_lists_groups(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    for group in ("recipe:", "model:", "optim:", "schedule:", "diagnostics:"):
+    for group in ("recipe:", "scale:", "model:", "optim:", "schedule:", "diagnostics:"):
         assert group in out
 
 

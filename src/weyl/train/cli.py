@@ -163,7 +163,9 @@ def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed Di
             raise  # submitit must record the failure, not a success
         _exit_code = _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return
-    _exit_code = int(summary.get("exit_code", 0)) if isinstance(summary, dict) else 0
+    # max: in a -m sweep one failed job must not be hidden by the jobs after it.
+    code = int(summary.get("exit_code", 0)) if isinstance(summary, dict) else 0
+    _exit_code = max(_exit_code, code)
     if under_submitit and summary.get("state") == "preempted":
         # No result for submitit to record: the sweep waits for the requeued job instead.
         raise SystemExit(_exit_code)
