@@ -94,11 +94,12 @@ def total_steps_for(cfg: TrainConfig, samples_per_epoch: int) -> int:
 
 
 def resolve_resume(resume: str, ckpt: CheckpointManager) -> Path | None:
-    """``auto`` → newest complete checkpoint (or None), ``never`` → None, else that path."""
+    """``auto`` → newest checkpoint that verifies and loads (or None; damaged newer ones are in
+    ``ckpt.skipped``), ``never`` → None, else that path."""
     if resume == "never":
         return None
     if resume == "auto":
-        return ckpt.latest()
+        return ckpt.load_newest_good()
     path = Path(resume)
     if not path.is_dir():
         raise ValueError(
@@ -268,6 +269,16 @@ def run_training(
         if ctx.is_main:
             resume_step = trainer.step if resume_from is not None else None
             loggers.jsonl = JsonlLogger(run_dir / "metrics.jsonl", resume_step)
+            for skipped in ckpt.skipped:
+                loggers.log(
+                    {
+                        "step": trainer.step,
+                        "event": "checkpoint_skipped",
+                        "path": str(skipped.path),
+                        "checkpoint_step": skipped.step,
+                        "reason": skipped.reason,
+                    }
+                )
             if cfg.logger.progress:
                 loggers.progress = ProgressBar(total, trainer.step, task.unit)
             if cfg.logger.wandb.enabled:
@@ -281,7 +292,9 @@ def run_training(
     except BaseException as err:
         if ctx.is_main and run_dir.is_dir():
             step = trainer.step if trainer is not None else 0
-            write_status(run_dir, "crashed", step, f"exception: {err!r}")
+            # On a full or read-only disk this write fails too; start_run reports that one line.
+            with contextlib.suppress(OSError):
+                write_status(run_dir, "crashed", step, f"exception: {err!r}")
         with contextlib.suppress(Exception):  # must not mask the original error
             loggers.close(exit_code=1)
         raise
