@@ -49,7 +49,7 @@ def replace_durably(path: Path, tmp: Path, write: Callable[[BinaryIO], object]) 
     """Write ``path`` through ``tmp`` (same directory): write, fsync, rename, fsync the dir.
 
     On any failure ``tmp`` is removed and ``path`` is left as it was; an I/O failure is raised
-    as an ``OSError`` naming ``tmp``.
+    as an ``OSError`` naming ``path`` (when the OS named no file).
     """
     try:
         with open(tmp, "wb") as f:
@@ -63,7 +63,7 @@ def replace_durably(path: Path, tmp: Path, write: Callable[[BinaryIO], object]) 
         io_err = os_error_in(err)
         if io_err is None:
             raise
-        named = with_filename(io_err, tmp)
+        named = with_filename(io_err, path)  # the file the user knows, not its temp name
         if named is err:
             raise
         raise named from err

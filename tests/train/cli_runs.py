@@ -93,9 +93,9 @@ def tmpfs(path: Path, size: str = "3m", read_only: bool = False) -> Iterator[Pat
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def fill_up(folder: Path, leave_kib: int) -> Path:
+def fill_up(folder: Path, leave_kib: int, name: str = "filler") -> Path:
     """Fill ``folder``'s file system until ``leave_kib`` KiB are free; returns the filler."""
-    filler = folder / "filler"
+    filler = folder / name
     stat = os.statvfs(folder)
     free = stat.f_bavail * stat.f_frsize - leave_kib * 1024
     with open(filler, "wb") as f:

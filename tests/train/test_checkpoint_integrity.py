@@ -160,9 +160,9 @@ def test_resume_after_damage_replays_the_uninterrupted_run_bitwise(tmp_path):
 
 
 def test_weyl_train_falls_back_to_the_older_checkpoint_and_fails_cleanly_when_none_is_good(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, kjv_data
 ):
-    data = tmp_path / "data"
+    data = kjv_data
     base = reference_run(tmp_path / "base", data, monkeypatch)
     run = tmp_path / "run"
     shutil.copytree(tmp_path / "base", run)  # the finished run, checkpoints 4, 8, 12
