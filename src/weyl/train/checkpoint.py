@@ -15,8 +15,9 @@ rank writes its own rank file into the temporary directory before rank 0's renam
 order the steps).
 
 **Self-verifying (format 2).** ``manifest.json`` holds the format, step, world size and, for
-every file, its size and CRC-32 (zlib; ~1.2 GB/s here, computed while ``torch.save`` streams the
-bytes out, so a save costs no extra read of ``state.pt``). A checkpoint is *good* when its
+every file, its size and CRC-32 (zlib, ~1.2 GB/s), summed while ``torch.save`` streams the bytes
+out, so a save costs no extra read: measured +0.2 s on a 268 MB state.pt whose save + fsync took
+0.7-2.4 s; verifying on resume reads each file once more (0.3 s for that file). A checkpoint is *good* when its
 manifest lists a file for every rank of the current world size, every file has its recorded
 size and CRC, and every file loads with ``torch.load(weights_only=True)``. Resuming with
 ``resume=auto`` takes the newest good checkpoint: a damaged newer one (truncated, zeroed, a
