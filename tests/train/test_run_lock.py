@@ -120,8 +120,8 @@ def test_a_killed_run_is_marked_killed_and_resumed_by_the_next_launch(
     assert weyl_main(["train", *TINY, f"run_dir={run}"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "weyl train: previous run was killed near step 6 (status.json said running; now "
-        "killed); resuming"
+        "weyl train: previous run was killed near step 6; status.json corrected from running "
+        "to killed"
     ]
     assert seen[0]["state"] == "killed" and seen[0]["step"] == 6
     assert read_status(run)["state"] == "finished"

@@ -65,8 +65,8 @@ def start_run(
                 near = take_over_killed_run(run_dir)
                 if near is not None:
                     print(
-                        f"{prog}: previous run was killed near step {near} "
-                        "(status.json said running; now killed); resuming",
+                        f"{prog}: previous run was killed near step {near}; "
+                        "status.json corrected from running to killed",
                         file=sys.stderr,
                     )
             prepare_run_dir(typed.run_dir, plain, argv, extra=extra)
