@@ -101,6 +101,7 @@ def test_no_good_checkpoint_is_one_error_naming_each(tmp_path):
         mgr.load(tmp_path / step_dir_name(6))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the garbage file below
 def test_format_1_checkpoints_without_manifest_still_load(tmp_path):
     # What weyl wrote before manifests: state.pt (format 1) and the rank file, nothing else.
     for step in (3, 6):
