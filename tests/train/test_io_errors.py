@@ -10,6 +10,7 @@ from tests.train.cli_runs import TINY, fill_up, reference_run, stderr_lines, tmp
 from tests.train.fixtures import assert_same_trajectory, step_records
 from weyl.cli import main as weyl_main
 from weyl.durable_files import replace_durably
+from weyl.train.loggers import JsonlLogger
 from weyl.train.run_status import read_status, write_status
 
 # A checkpoint of TINY is ~100 tmpfs pages (state.pt 380 KB, rank file 21 KB, manifest); with
@@ -33,6 +34,13 @@ def test_status_and_replacements_on_a_full_disk(tmp_path):
         assert err.value.errno == errno.ENOSPC and err.value.filename == str(disk / "keep.txt")
         assert (disk / "keep.txt").read_text() == "precious"
         assert not list(disk.glob(".tmp-*"))
+        # a metrics line that needs a new block: the error names metrics.jsonl
+        logger = JsonlLogger(disk / "metrics.jsonl")
+        with pytest.raises(OSError) as err:
+            logger.log({"step": 1, "note": "z" * 5000})
+        assert err.value.errno == errno.ENOSPC
+        assert err.value.filename == str(disk / "metrics.jsonl")
+        logger.close()  # the line that did not fit is not raised a second time
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_loses_nothing(
