@@ -10,6 +10,7 @@ bitwise; non-finite values become ``null`` (strict JSON) and the event line says
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weyl.config.schema import WandbConfig
+from weyl.durable_files import replace_durably, with_filename
 
 if TYPE_CHECKING:
     from weyl.train.console_log import ConsoleLog
@@ -58,9 +60,9 @@ class JsonlLogger:
                 continue  # a line torn by a kill mid-write
             if record.get("step", 0) <= step or (keep_events and "event" in record):
                 kept.append(line)
+        text = "".join(f"{line}\n" for line in kept).encode()
         tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, self.path)
+        replace_durably(self.path, tmp, lambda f: f.write(text))
         if hasattr(self, "_file"):
             self._file.close()
             self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
@@ -68,12 +70,16 @@ class JsonlLogger:
     def log(self, record: dict[str, Any]) -> None:
         """Write one line and flush it to the OS (survives a SIGKILL of this process)."""
         clean = {k: _finite_or_none(v) for k, v in record.items()}
-        self._file.write(json.dumps(clean, allow_nan=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(clean, allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as err:  # a failed write() names no file; the one-line report needs it
+            raise with_filename(err, self.path) from err
 
     def close(self) -> None:
-        """Close the file."""
-        self._file.close()
+        """Close the file (a line the disk had no room for is dropped, not raised twice)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -95,14 +95,15 @@ def total_steps_for(cfg: TrainConfig, samples_per_epoch: int) -> int:
 
 
 def resolve_resume(resume: str, ckpt: CheckpointManager) -> Path | None:
-    """``auto``/``force`` → newest complete checkpoint (or None), ``never`` → None, else that path.
+    """``auto``/``force`` → newest checkpoint that verifies and loads (or None; damaged newer
+    ones are in ``ckpt.skipped``), ``never`` → None, else that path.
 
     (:mod:`weyl.train.launch` has already checked what ``auto`` may continue.)
     """
     if resume == "never":
         return None
     if resume in ("auto", "force"):
-        return ckpt.latest()
+        return ckpt.load_newest_good()
     path = Path(resume)
     if not path.is_dir():
         raise ValueError(
@@ -276,6 +277,16 @@ def run_training(
             loggers.jsonl = JsonlLogger(run_dir / "metrics.jsonl", resume_step)
             for event in launch_events or []:
                 loggers.jsonl.log({"step": trainer.step, **event})
+            for skipped in ckpt.skipped:
+                loggers.jsonl.log(
+                    {
+                        "step": trainer.step,
+                        "event": "checkpoint_skipped",
+                        "path": str(skipped.path),
+                        "checkpoint_step": skipped.step,
+                        "reason": skipped.reason,
+                    }
+                )
             loggers.console = ConsoleLog(
                 cfg.logger.console, total, trainer.step, task.unit, progress=cfg.logger.progress
             )
@@ -308,7 +319,9 @@ def run_training(
     except BaseException as err:
         if ctx.is_main and run_dir.is_dir():
             step = trainer.step if trainer is not None else 0
-            write_status(run_dir, "crashed", step, f"exception: {err!r}")
+            # On a full or read-only disk this write fails too; start_run reports that one line.
+            with contextlib.suppress(OSError):
+                write_status(run_dir, "crashed", step, f"exception: {err!r}")
             if loggers.console is not None and trainer is not None:
                 with contextlib.suppress(Exception):
                     loggers.console.summary(
