@@ -42,7 +42,7 @@ def test_every_subcommand_has_help():
 def test_train_help_lists_groups(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    for group in ("recipe:", "model:", "optim:", "schedule:", "diagnostics:"):
+    for group in ("recipe:", "scale:", "model:", "optim:", "schedule:", "diagnostics:"):
         assert group in out
 
 
@@ -76,3 +76,14 @@ def test_run_dir_records_config_command_version_and_commit(tmp_path):
     prepare_run_dir(run, {"optim": {"lr": 2.0}}, ["weyl", "train", "optim.lr=2"])
     assert yaml.safe_load((run / "config.1.yaml").read_text()) == {"optim": {"lr": 1.0}}
     assert yaml.safe_load((run / "config.yaml").read_text()) == {"optim": {"lr": 2.0}}
+
+
+def test_bad_arguments_are_one_line_errors_through_the_installed_script():
+    from pathlib import Path
+
+    script = str(Path(sys.executable).parent / "weyl")
+    for args in (["report"], ["prepare", "nope"], ["demo", "--bogus"], ["modes", "--tokens", "x"]):
+        out = subprocess.run([script, *args], capture_output=True, text=True, timeout=300)
+        err = out.stderr.strip()
+        assert out.returncode == 2, (args, out.stderr)
+        assert "\n" not in err and err.startswith(f"weyl {args[0]}") and "--help" in err, err

@@ -14,7 +14,6 @@ stops the demo after the current run checkpointed, and rerunning the command con
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -23,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from weyl.command_parser import CommandParser
 
 if TYPE_CHECKING:
     from weyl.report.run_data import RunData
@@ -157,6 +158,21 @@ def shortened_run(steps: int) -> list[str]:
     ]
 
 
+class DemoStop(Exception):
+    """A demo run cannot start; the message is one line for the user."""
+
+
+def demo_dir(out: Path, quick: bool, steps: int) -> Path:
+    """Where one kind of demo keeps its runs: the full demo in ``out``, shortened ones apart.
+
+    A 300-step run is not the first 300 steps of a 1000-step run (the cosine decays sooner), so
+    ``--quick`` and ``--steps N`` never share run directories with the full demo.
+    """
+    if steps:
+        return out / f"steps{steps}"
+    return out / "quick" if quick else out
+
+
 def run_recipe(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> dict[str, Any]:
     """Compose one recipe and start it into ``run_dir`` through the same launcher as ``weyl train``."""
     from weyl.config.compose import compose_raw, to_plain
@@ -168,7 +184,16 @@ def run_recipe(recipe: str, run_dir: Path, overrides: list[str], progress: bool)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    """Entry point of ``weyl demo``: 0 when every verdict holds, 1 when one does not, 2 on bad input."""
+    try:
+        return _demo(argv)
+    except DemoStop as exc:
+        print(f"weyl demo: {exc}", file=sys.stderr)
+        return 2
+
+
+def _demo(argv: list[str]) -> int:
+    parser = CommandParser(
         prog="weyl demo",
         description="Reproduce the paper's claim on CPU: AdamW without warmup collapses, with warmup trains, "
         "AdamW² without warmup trains as well (3 runs on the embedded KJV text, then a comparison).",
@@ -191,7 +216,7 @@ def main(argv: list[str]) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = demo_dir(Path(args.out), args.quick, args.steps)
     methods = list(METHODS) + ([SIGMA_REPARAM] if args.sigma_reparam else [])
     overrides = list(args.overrides)
     steps = args.steps or (QUICK_STEPS if args.quick else 0)
@@ -207,7 +232,16 @@ def main(argv: list[str]) -> int:
             _move_aside(run_dir)
         print(f"\n== {method} -> {run_dir}", flush=True)
         t0 = time.time()
-        result = run_recipe(f"cpu/{method}", run_dir, overrides + extra, progress=not args.no_progress)
+        try:
+            result = run_recipe(
+                f"cpu/{method}", run_dir, overrides + extra, progress=not args.no_progress
+            )
+        except RunConfigChanged as exc:
+            raise DemoStop(
+                f"{run_dir} holds an earlier demo run with a different config "
+                f"({describe_changes(exc.changes)}); pass --fresh to move it aside and train "
+                "again, or --out DIR for a separate demo"
+            ) from None
         print(f"   {result.get('state')} at step {result.get('step')} in {time.time() - t0:.0f} s", flush=True)
         code = int(result.get("exit_code", 0))
         if code in (INTERRUPTED, PREEMPTED):
@@ -221,6 +255,8 @@ def main(argv: list[str]) -> int:
 
     from weyl.report.report_cli import compare_runs
     from weyl.report.tables import summary_table
+    from weyl.train.config_drift import describe_changes
+    from weyl.train.launch import RunConfigChanged
 
     if sweep is not None:
         rows = []

@@ -11,3 +11,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def kjv_data(tmp_path_factory):
+    """One prepared data dir (the embedded KJV text, characters) shared by the CLI-run tests."""
+    return tmp_path_factory.mktemp("kjv_data")

@@ -194,8 +194,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         HF_DATASETS_OFFLINE="1",
         WANDB_MODE="offline",
         OMP_NUM_THREADS="1",
-        # this checkout's tests and its own weyl (not whatever copy the venv installed)
-        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]),
+        PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}",
         **extra,
     )
     return env

@@ -36,6 +36,7 @@ def test_save_keeps_last_k_and_leaves_no_temp_files(tmp_path):
     names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert names == ["step_00000003", "step_00000004"]
     assert sorted(p.name for p in (tmp_path / "ckpt" / "step_00000004").iterdir()) == [
+        "manifest.json",
         "rank_00000.pt",
         "state.pt",
     ]

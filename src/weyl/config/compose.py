@@ -14,12 +14,23 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from weyl.config.scale import apply_scale
 from weyl.config.schema import TrainConfig
 from weyl.config.validate import ConfigError, validate
 
 PRIMARY_CONFIG = "train"
 # The selectable config groups of configs/ (recipe links to recipes/).
-CONFIG_GROUPS = ("recipe", "model", "data", "optim", "schedule", "trainer", "logger", "diagnostics")
+CONFIG_GROUPS = (
+    "recipe",
+    "scale",
+    "model",
+    "data",
+    "optim",
+    "schedule",
+    "trainer",
+    "logger",
+    "diagnostics",
+)
 
 
 def config_dir() -> Path:
@@ -160,7 +171,10 @@ def compose_raw(overrides: list[str]) -> DictConfig:
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """Resolve interpolations and drop Hydra's own node; interpolation errors become one line."""
+    """Resolve interpolations, drop Hydra's own node and apply ``scale`` (see weyl.config.scale).
+
+    Interpolation errors become one line.
+    """
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
     cfg.pop("hydra", None)
@@ -170,7 +184,7 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
         key = getattr(exc, "full_key", "") or "config"
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
     assert isinstance(plain, dict)
-    return plain
+    return apply_scale(plain)
 
 
 def load_config(overrides: list[str]) -> TrainConfig:

@@ -191,7 +191,9 @@ class TrainerConfig:
     log_every: int = 10
     ckpt_every: int = 250
     keep_last: int = 2
-    # "auto" (newest complete checkpoint in the run dir), "never", or a checkpoint path.
+    # "auto" (continue the run in run_dir if its config is the same), "force" (continue it
+    # even if trajectory keys changed), "never" (start fresh; the old run is moved aside), or a
+    # checkpoint path. See weyl.train.launch.
     resume: str = "auto"
     # Crash guard: stop (or roll back) on non-finite loss/grad or a loss spike.
     spike_window: int = 50
@@ -223,7 +225,11 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
+    # The rich progress bar on a terminal (under console: auto).
     progress: bool = True
+    # Human-readable log on stdout: "auto" (the bar on a terminal, plain lines otherwise, e.g. a
+    # Slurm .out), "lines" (plain lines always) or "off".
+    console: str = "auto"
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

@@ -35,6 +35,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")
 CRASH_ACTIONS = ("stop", "rollback")
 WANDB_MODES = ("offline", "online", "disabled")
+CONSOLE_MODES = ("auto", "lines", "off")
 TOKENIZERS = ("char", "bytes", "gpt2")
 GPT_INITS = ("nanogpt", "xavier", "trunc_xavier")
 VISION_INITS = ("timm", "xavier", "trunc_xavier")
@@ -360,4 +361,5 @@ def validate(container: Mapping[str, Any]) -> TrainConfig:
     _check_diagnostics(cfg.diagnostics)
     if cfg.logger.wandb.mode is not None:  # null: from WANDB_MODE at run time, else offline
         _one_of(cfg.logger.wandb.mode, WANDB_MODES, "logger.wandb.mode")
+    _one_of(cfg.logger.console, CONSOLE_MODES, "logger.console")
     return cfg

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from weyl.data.prepare_progress import PrepareProgress
 from weyl.data.token_bins import clean_partial, is_prepared, read_meta, write_meta, write_token_file
 from weyl.data.tokenizer import get_tokenizer
 
@@ -54,9 +55,16 @@ def kjv_split_texts(verses: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def prepare_kjv(
-    out_dir: str | os.PathLike[str], tokenizer: str = "char", *, force: bool = False
+    out_dir: str | os.PathLike[str],
+    tokenizer: str = "char",
+    *,
+    force: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Tokenize the KJV into ``out_dir/{train,val}.bin`` + ``meta.json``; a no-op if already there."""
+    """Tokenize the KJV into ``out_dir/{train,val}.bin`` + ``meta.json``; a no-op if already there.
+
+    With ``progress``, one line per split (verses, tokens and their rates) goes to stderr.
+    """
     out_dir = Path(out_dir)
     if not force and is_prepared(out_dir):
         meta = read_meta(out_dir)
@@ -74,8 +82,16 @@ def prepare_kjv(
     tok = get_tokenizer(tokenizer, corpus=train_text + val_text)
     splits = {}
     for split, text in (("train", train_text), ("val", val_text)):
-        ids = tok.encode_array(text)
-        write_token_file(out_dir / f"{split}.bin", [ids], int(ids.size))
+        verses = text.count("\n")
+        with PrepareProgress(
+            f"kjv {split} ({tokenizer})",
+            total_documents=verses,
+            enabled=progress,
+            documents_name="verses",
+        ) as counter:
+            ids = tok.encode_array(text)
+            write_token_file(out_dir / f"{split}.bin", [ids], int(ids.size))
+            counter.update(documents=verses, tokens=int(ids.size))
         splits[split] = {"tokens": int(ids.size), "characters": len(text)}
     meta = {
         **tok.meta(),

@@ -10,21 +10,27 @@ shuffle=True)``, the test split renamed ``val``, each document encoded with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from weyl.data.prepare_progress import DEFAULT_EVERY_S, PrepareProgress
 from weyl.data.token_bins import clean_partial, is_prepared, read_meta, write_meta, write_token_file
 from weyl.data.tokenizer import GPT2Tokenizer, gpt2_encoding
 
 NANOGPT_TEST_SIZE = 0.0005
 NANOGPT_SPLIT_SEED = 2357
 DEFAULT_SOURCE = "openwebtext"
+# Documents per cached tokenization shard: the progress and resume granularity (OpenWebText's
+# 8M documents make 40 shards, a line every minute or so on a few cores).
+DEFAULT_DOCS_PER_SHARD = 200_000
 
 _FILE_BUILDERS = {
     ".parquet": "parquet",
@@ -120,6 +126,40 @@ def tokenize_documents(batch: dict[str, list[str]]) -> dict[str, list[Any]]:
     return {"ids": ids, "len": [len(x) for x in ids]}
 
 
+def tokenize_split(
+    dset: Any,
+    split: str,
+    work: Path,
+    *,
+    num_proc: int | None,
+    docs_per_shard: int,
+    progress: PrepareProgress,
+) -> Any:
+    """GPT-2 ids of every document of ``dset``, tokenized in contiguous shards of
+    ``docs_per_shard`` documents: each shard is one cached ``map`` (an interrupted run resumes
+    after the last finished shard) and one progress update (documents/s, tokens/s)."""
+    import datasets
+
+    shards = max(1, -(-len(dset) // docs_per_shard))
+    parts = []
+    for index in range(shards):
+        shard = dset if shards == 1 else dset.shard(shards, index, contiguous=True)
+        # A fingerprint-named cache lets an interrupted run resume after tokenization.
+        key = hashlib.sha1(f"{shard._fingerprint}-gpt2".encode()).hexdigest()[:16]
+        part = shard.map(
+            tokenize_documents,
+            batched=True,
+            batch_size=256,
+            remove_columns=dset.column_names,
+            num_proc=num_proc if num_proc and len(shard) >= num_proc else None,
+            desc=f"tokenizing {split}",
+            cache_file_name=str(work / f"{split}-{key}.arrow"),
+        )
+        parts.append(part)
+        progress.update(documents=len(part), tokens=int(np.sum(part["len"], dtype=np.uint64)))
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
 def _token_chunks(dset: Any, batch_rows: int) -> Any:
     import pyarrow.compute as pc
 
@@ -137,39 +177,97 @@ def prepare_openwebtext(
     sample_by: str = "document",
     force: bool = False,
     progress: bool = True,
+    progress_every_s: float = DEFAULT_EVERY_S,
+    docs_per_shard: int = DEFAULT_DOCS_PER_SHARD,
 ) -> dict[str, Any]:
-    """Prepare ``out_dir/{train,val}.bin`` + ``meta.json``; skips a complete set unless ``force``."""
+    """Prepare ``out_dir/{train,val}.bin`` + ``meta.json``; skips a complete set unless ``force``.
+
+    With ``progress``, each phase reports documents/s and tokens/s on stderr (a bar on a
+    terminal, a line every ``progress_every_s`` seconds otherwise).
+    """
     out_dir = Path(out_dir)
     if not force and is_prepared(out_dir):
         return read_meta(out_dir)
     if num_proc is not None and num_proc < 1:
         raise ValueError(f"--num-proc must be >= 1, got {num_proc}")
+    if docs_per_shard < 1:
+        raise ValueError(f"--docs-per-shard must be >= 1, got {docs_per_shard}")
+    with _datasets_bars_off():
+        return _prepare(
+            out_dir,
+            source,
+            num_proc=num_proc,
+            cache_dir=cache_dir,
+            test_size=test_size,
+            sample_by=sample_by,
+            progress=progress,
+            progress_every_s=progress_every_s,
+            docs_per_shard=docs_per_shard,
+        )
+
+
+@contextlib.contextmanager
+def _datasets_bars_off() -> Any:
+    """Hide datasets' own tqdm bars (weyl's progress replaces them; in a log file they are
+    carriage-return noise)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def _prepare(
+    out_dir: Path,
+    source: str,
+    *,
+    num_proc: int | None,
+    cache_dir: str | os.PathLike[str] | None,
+    test_size: float,
+    sample_by: str,
+    progress: bool,
+    progress_every_s: float,
+    docs_per_shard: int,
+) -> dict[str, Any]:
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_partial(out_dir)
     work = out_dir / ".tokenize_cache"
+    if progress:
+        print(f"prepare | loading {source}", file=sys.stderr, flush=True)
     ds = load_text_corpus(source, cache_dir=cache_dir, num_proc=num_proc, sample_by=sample_by)
     splits = split_like_nanogpt(ds, test_size=test_size, indices_dir=work)
+    if progress:
+        sizes = ", ".join(f"{name} {len(d):,}" for name, d in splits.items())
+        print(f"prepare | {len(ds):,} documents: {sizes}", file=sys.stderr, flush=True)
     meta_splits: dict[str, dict[str, int]] = {}
     proc = num_proc if num_proc and num_proc > 1 else None
     for split, dset in splits.items():
-        # A fingerprint-named cache lets an interrupted run resume after tokenization.
-        key = hashlib.sha1(f"{dset._fingerprint}-gpt2".encode()).hexdigest()[:16]
-        tokenized = dset.map(
-            tokenize_documents,
-            batched=True,
-            batch_size=256,
-            remove_columns=dset.column_names,
-            num_proc=proc,
-            desc=f"tokenizing {split}",
-            cache_file_name=str(work / f"{split}-{key}.arrow"),
-        )
-        total = int(np.sum(tokenized["len"], dtype=np.uint64))
+        with PrepareProgress(
+            f"tokenizing {split}",
+            total_documents=len(dset),
+            every_s=progress_every_s,
+            enabled=progress,
+        ) as tokenizing:
+            tokenized = tokenize_split(
+                dset,
+                split,
+                work,
+                num_proc=proc,
+                docs_per_shard=docs_per_shard,
+                progress=tokenizing,
+            )
+        total = tokenizing.tokens
         write_token_file(
             out_dir / f"{split}.bin",
             _token_chunks(tokenized, batch_rows=4096),
             total,
             progress=f"writing {split}.bin" if progress else None,
+            progress_every_s=progress_every_s,
         )
         meta_splits[split] = {"tokens": total, "documents": len(tokenized)}
     tok = GPT2Tokenizer()

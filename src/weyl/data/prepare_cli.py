@@ -16,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+from weyl.command_parser import CommandParser
 from weyl.data.locations import DATA_DIR_ENV, data_root, default_text_dir
+from weyl.data.openwebtext import DEFAULT_DOCS_PER_SHARD
+from weyl.data.prepare_progress import DEFAULT_EVERY_S
 from weyl.data.tokenizer import TOKENIZER_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="weyl prepare",
         description=f"Create or check a data set. Default locations are under ${DATA_DIR_ENV} or ./data_cache.",
     )
@@ -57,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     owt.add_argument(
         "--force", action="store_true", help="prepare again even if a complete set exists"
+    )
+    owt.add_argument(
+        "--docs-per-shard",
+        type=int,
+        default=DEFAULT_DOCS_PER_SHARD,
+        help="documents tokenized per cached shard: progress and resume granularity "
+        f"(default: {DEFAULT_DOCS_PER_SHARD:,})",
+    )
+    owt.add_argument(
+        "--progress-every",
+        type=float,
+        default=DEFAULT_EVERY_S,
+        metavar="SECONDS",
+        help="without a terminal, print a progress line at most this often "
+        f"(default: {DEFAULT_EVERY_S:g}; 0: after every shard/chunk)",
     )
 
     kjv = sub.add_parser(
@@ -122,6 +140,8 @@ def main(argv: list[str]) -> int:
                 cache_dir=args.cache_dir,
                 sample_by=args.sample_by,
                 force=args.force,
+                progress_every_s=args.progress_every,
+                docs_per_shard=args.docs_per_shard,
             )
             _report({"out": out, "splits": meta["splits"], "tokenizer": meta["tokenizer"]})
         elif args.dataset == "kjv":

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from weyl.data.prepare_progress import DEFAULT_EVERY_S, PrepareProgress
 from weyl.durable_files import fsync_dir, replace_durably
 
 TOKEN_DTYPE = np.uint16
@@ -34,16 +35,18 @@ def write_token_file(
     total: int,
     *,
     progress: str | None = None,
+    progress_every_s: float = DEFAULT_EVERY_S,
 ) -> int:
-    """Write ``total`` tokens from ``chunks`` to a uint16 memmap at ``path`` atomically."""
+    """Write ``total`` tokens from ``chunks`` to a uint16 memmap at ``path`` atomically.
+
+    ``progress`` names the phase in the progress shown on stderr (none when None).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     bar = None
     if progress is not None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=progress, unit="tok", unit_scale=True, leave=False)
+        bar = PrepareProgress(progress, total_tokens=total, every_s=progress_every_s)
     try:
         arr = np.memmap(tmp, dtype=TOKEN_DTYPE, mode="w+", shape=(max(total, 1),))
         idx = 0
@@ -56,7 +59,7 @@ def write_token_file(
             arr[idx : idx + chunk.size] = chunk
             idx += chunk.size
             if bar is not None:
-                bar.update(chunk.size)
+                bar.update(tokens=int(chunk.size))
         if idx != total:
             raise ValueError(f"wrote {idx} tokens to {path}, expected {total}")
         arr.flush()

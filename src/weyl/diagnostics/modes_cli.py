@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from weyl.command_parser import CommandParser
 from weyl.diagnostics.modes import ModeResult, simulate_attention_modes
 
 FIGURE_NAME = "attention_modes.png"
@@ -13,7 +14,7 @@ FIGURE_NAME = "attention_modes.png"
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of ``weyl modes``."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="weyl modes",
         description=(
             "Simulate the normal / malignant-collapse / benign-collapse attention maps of "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from weyl.command_parser import CommandParser
 from weyl.report.run_data import load_run, run_summary
 from weyl.report.tables import summary_table
 
@@ -88,7 +88,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> tuple[l
 
 
 def main_report(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="weyl report",
         description="Render a run directory's figures (Fig. 1, 2/3, 4, 15) and a Markdown summary.",
     )
@@ -111,7 +111,7 @@ def main_report(argv: list[str]) -> int:
 
 
 def main_compare(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="weyl compare",
         description="Overlay runs (e.g. warmup vs no-warmup) and print a comparison table.",
     )

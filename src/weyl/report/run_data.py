@@ -94,6 +94,12 @@ def load_run(path: str | Path) -> RunData:
     records = [r for r in records if "step" in r]
     status_path = root / "status.json"
     status = json.loads(status_path.read_text()) if status_path.is_file() else None
+    if status is not None and status.get("state") == "running":
+        from weyl.train.run_lock import lock_is_free  # only here: weyl.train imports torch
+
+        if lock_is_free(root):
+            # Nobody holds the run dir: the process died without recording an outcome.
+            status = {**status, "state": "killed", "reason": "no process holds the run dir"}
     config_path = root / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     return RunData(root, records, status, config or {})

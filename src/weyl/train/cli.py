@@ -102,7 +102,9 @@ def help_text() -> str:
     lines += [
         "",
         "Each run writes into run_dir (default runs/<name>): config.yaml, command.txt, meta.json,",
-        "metrics.jsonl, checkpoints/. A relaunch with resume=auto continues from the newest checkpoint.",
+        "metrics.jsonl, checkpoints/. A relaunch continues the run from its newest checkpoint when",
+        "its config is unchanged (trainer.resume=auto); trainer.resume=force continues it under a",
+        "changed config, trainer.resume=never starts fresh and moves the old run aside.",
         "Hydra's own flags (--cfg job|hydra|all, -m, --info, --hydra-help) are passed through.",
     ]
     return "\n".join(lines)

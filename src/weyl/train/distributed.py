@@ -6,6 +6,7 @@ the same code path serves a laptop, torchrun on N GPUs and Slurm on N nodes.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ import torch.distributed as dist
 from torch import nn
 
 from weyl.models.attention_view import attention_views
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,6 +113,9 @@ def wrap_model(model: nn.Module, ctx: DistContext, strategy: str) -> nn.Module:
     if strategy not in ("ddp", "fsdp"):
         raise ValueError(f"trainer.strategy={strategy!r} is unknown; use ddp or fsdp")
     if not ctx.is_distributed:
+        if strategy == "fsdp":
+            # As torchtitan with a data-parallel degree of 1: nothing to shard, train unwrapped.
+            log.warning("trainer.strategy=fsdp in a single process: the model runs unsharded")
         return model
     if strategy == "ddp":
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None

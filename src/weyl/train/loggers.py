@@ -1,4 +1,5 @@
-"""Metric sinks on rank 0: the JSONL file (always), a rich progress bar, and wandb.
+"""Metric sinks on rank 0: the JSONL file (always), the console log (:mod:`weyl.train.console_log`:
+plain lines, or a rich progress bar on a terminal), and wandb.
 
 ``metrics.jsonl`` holds one JSON object per log step with stable keys (``step``, ``loss``,
 ``lr``, ``tokens_per_s``/``images_per_s``, ``grad_norm``, ``elapsed`` plus ``eval/…``,
@@ -18,9 +19,13 @@ import string
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weyl.config.schema import WandbConfig
+from weyl.durable_files import replace_durably, with_filename
+
+if TYPE_CHECKING:
+    from weyl.train.console_log import ConsoleLog
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -55,9 +60,9 @@ class JsonlLogger:
                 continue  # a line torn by a kill mid-write
             if record.get("step", 0) <= step or (keep_events and "event" in record):
                 kept.append(line)
+        text = "".join(f"{line}\n" for line in kept).encode()
         tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, self.path)
+        replace_durably(self.path, tmp, lambda f: f.write(text))
         if hasattr(self, "_file"):
             self._file.close()
             self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
@@ -65,12 +70,16 @@ class JsonlLogger:
     def log(self, record: dict[str, Any]) -> None:
         """Write one line and flush it to the OS (survives a SIGKILL of this process)."""
         clean = {k: _finite_or_none(v) for k, v in record.items()}
-        self._file.write(json.dumps(clean, allow_nan=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(clean, allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as err:  # a failed write() names no file; the one-line report needs it
+            raise with_filename(err, self.path) from err
 
     def close(self) -> None:
-        """Close the file."""
-        self._file.close()
+        """Close the file (a line the disk had no room for is dropped, not raised twice)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -113,9 +122,16 @@ class ProgressBar:
             return
         rate = record.get(f"{self.unit}_per_s")
         info = f"loss {record.get('loss', float('nan')):.4f}  lr {record.get('lr', 0.0):.3g}"
+        if record.get("optim/clip_rate") is not None:
+            info += f"  clip {100 * record['optim/clip_rate']:.0f}%"
         if rate:
             info += f"  {rate:,.0f} {self.unit}/s"
         self._progress.update(self._task, completed=step, info=info)
+
+    def print(self, line: str) -> None:
+        """Print ``line`` above the bar (as it is: no rich markup or highlighting)."""
+        if self.enabled:
+            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         """Stop redrawing."""
@@ -241,11 +257,11 @@ class MetricLoggers:
     def __init__(
         self,
         jsonl: JsonlLogger | None = None,
-        progress: ProgressBar | None = None,
+        console: ConsoleLog | None = None,
         wandb: WandbLogger | None = None,
     ) -> None:
         self.jsonl = jsonl
-        self.progress = progress
+        self.console = console
         self.wandb = wandb
         self.start_time = time.time()
 
@@ -253,15 +269,15 @@ class MetricLoggers:
         """Send one record (must contain ``step``) to every sink."""
         if self.jsonl is not None:
             self.jsonl.log(record)
-        if self.progress is not None and "event" not in record:
-            self.progress.update(record["step"], record)
+        if self.console is not None:
+            self.console.log(record)
         if self.wandb is not None:
             self.wandb.log(record["step"], record)
 
     def close(self, exit_code: int = 0) -> None:
         """Close every sink."""
-        if self.progress is not None:
-            self.progress.close()
+        if self.console is not None:
+            self.console.close()
         if self.jsonl is not None:
             self.jsonl.close()
         if self.wandb is not None:

@@ -3,8 +3,9 @@
 Layout: ``config.yaml`` (the fully resolved config), ``command.txt`` (the command line of the
 latest launch; ``commands.log`` keeps every launch), ``meta.json`` (package version, git
 commit, host, world size), plus what the trainer adds (``metrics.jsonl``, ``checkpoints/``,
-``status.json``). A relaunch with a different config keeps the previous one as
-``config.<n>.yaml`` so nothing the user saved is lost.
+``status.json``, ``.lock``). A relaunch with a different config keeps the previous one as
+``config.<n>.yaml`` so nothing the user saved is lost; a start that fails half-way (a full disk)
+leaves every file either as it was or complete.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 import weyl
+from weyl.durable_files import replace_durably, with_filename
 
 
 def git_commit(path: Path | None = None) -> str:
@@ -50,18 +52,31 @@ def git_commit(path: Path | None = None) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # A failed write (disk full) removes its temp file and leaves ``path`` as it was.
+    replace_durably(path, path.with_name(f".tmp-{path.name}"), lambda f: f.write(text.encode()))
 
 
-def _preserve_previous_config(path: Path, new_text: str) -> None:
-    if not path.exists() or path.read_text() == new_text:
+def _write_config(path: Path, new_text: str) -> None:
+    """Write config.yaml; a different previous one is kept as ``config.<n>.yaml``.
+
+    The old file is kept by a hard link (no new blocks) and then atomically replaced, so a
+    failing start (a full disk) never leaves the run dir without its config.yaml.
+    """
+    old_text = path.read_text() if path.exists() else None
+    if old_text == new_text:
         return
-    n = 1
-    while (kept := path.with_name(f"config.{n}.yaml")).exists():
-        n += 1
-    os.replace(path, kept)
+    kept = None
+    if old_text is not None:
+        n = 1
+        while (kept := path.with_name(f"config.{n}.yaml")).exists():
+            n += 1
+        os.link(path, kept)
+    try:
+        _atomic_write(path, new_text)
+    except BaseException:
+        if kept is not None:  # config.yaml is still the old one: no second copy
+            kept.unlink(missing_ok=True)
+        raise
 
 
 def prepare_run_dir(
@@ -75,14 +90,14 @@ def prepare_run_dir(
     root.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:
         return root
-    config_text = yaml.safe_dump(resolved, sort_keys=False)
-    config_path = root / "config.yaml"
-    _preserve_previous_config(config_path, config_text)
-    _atomic_write(config_path, config_text)
+    _write_config(root / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     command = shlex.join(argv)
     _atomic_write(root / "command.txt", command + "\n")
-    with open(root / "commands.log", "a") as log:
-        log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command}\n")
+    try:
+        with open(root / "commands.log", "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command}\n")
+    except OSError as err:  # a failed write() names no file
+        raise with_filename(err, root / "commands.log") from err
     import torch
 
     meta = {

@@ -28,8 +28,10 @@ from weyl.config.schema import TrainConfig
 from weyl.models.attention_view import unwrap_model
 from weyl.train import fault_injection
 from weyl.train.checkpoint import CheckpointManager
+from weyl.train.console_log import ConsoleLog, banner_lines
 from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed, wrap_model
-from weyl.train.loggers import JsonlLogger, MetricLoggers, ProgressBar, WandbLogger
+from weyl.train.exit_codes import ERROR, INTERRUPTED
+from weyl.train.loggers import JsonlLogger, MetricLoggers, WandbLogger
 from weyl.train.run_status import write_status
 from weyl.train.schedule import build_schedule
 from weyl.train.task import build_task
@@ -95,15 +97,19 @@ def total_steps_for(cfg: TrainConfig, samples_per_epoch: int) -> int:
 
 
 def resolve_resume(resume: str, ckpt: CheckpointManager) -> Path | None:
-    """``auto`` → newest complete checkpoint (or None), ``never`` → None, else that path."""
+    """``auto``/``force`` → newest checkpoint that verifies and loads (or None; damaged newer
+    ones are in ``ckpt.skipped``), ``never`` → None, else that path.
+
+    (:mod:`weyl.train.launch` has already checked what ``auto`` may continue.)
+    """
     if resume == "never":
         return None
-    if resume == "auto":
-        return ckpt.latest()
+    if resume in ("auto", "force"):
+        return ckpt.load_newest_good()
     path = Path(resume)
     if not path.is_dir():
         raise ValueError(
-            f"trainer.resume={resume!r} does not exist; use auto, never or a checkpoint dir"
+            f"trainer.resume={resume!r} does not exist; use auto, force, never or a checkpoint dir"
         )
     return path
 
@@ -198,6 +204,7 @@ def run_training(
     factories: Factories | None = None,
     requeue: bool | None = None,
     max_rollbacks: int | None = None,
+    launch_events: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` to completion, crash, preemption or Ctrl-C and return the run summary.
 
@@ -207,6 +214,7 @@ def run_training(
     ``requeue`` (default ``cfg.trainer.requeue``) makes rank 0 ``scontrol requeue`` the job
     after a preemption signal — only under Slurm (``SLURM_JOB_ID`` set), where
     slurm/train.sbatch relies on it. ``max_rollbacks`` defaults to ``cfg.trainer.max_rollbacks``.
+    ``launch_events`` (e.g. a forced config change) are logged at the start step.
     """
     factories = factories or default_factories()
     if cfg.trainer.ema:
@@ -281,8 +289,37 @@ def run_training(
         if ctx.is_main:
             resume_step = trainer.step if resume_from is not None else None
             loggers.jsonl = JsonlLogger(run_dir / "metrics.jsonl", resume_step)
-            if cfg.logger.progress:
-                loggers.progress = ProgressBar(total, trainer.step, task.unit)
+            for event in launch_events or []:
+                loggers.jsonl.log({"step": trainer.step, **event})
+            for skipped in ckpt.skipped:
+                loggers.jsonl.log(
+                    {
+                        "step": trainer.step,
+                        "event": "checkpoint_skipped",
+                        "path": str(skipped.path),
+                        "checkpoint_step": skipped.step,
+                        "reason": skipped.reason,
+                    }
+                )
+            loggers.console = ConsoleLog(
+                cfg.logger.console, total, trainer.step, task.unit, progress=cfg.logger.progress
+            )
+            loggers.console.banner(
+                banner_lines(
+                    cfg,
+                    model=raw,
+                    world_size=ctx.world_size,
+                    device=ctx.device,
+                    autocast_dtype=trainer.autocast_dtype,
+                    total_steps=total,
+                    micro_batch=micro,
+                    accum_steps=accum,
+                    unit=task.unit,
+                    resume_step=resume_step,
+                )
+            )
+            for event in launch_events or []:
+                loggers.console.log({"step": trainer.step, **event})
             if cfg.logger.wandb.enabled:
                 loggers.wandb = WandbLogger(
                     cfg.logger.wandb, run_dir, dataclasses.asdict(cfg), parts.wandb_run_id
@@ -290,14 +327,21 @@ def run_training(
                 parts.wandb_run_id = loggers.wandb.run_id
         fault_injection.maybe_sleep_in_setup()
         summary = trainer.fit()
+        if loggers.console is not None:
+            loggers.console.summary(summary)
         loggers.close(exit_code=summary["exit_code"])
         return summary
     except BaseException as err:
         if ctx.is_main and run_dir.is_dir():
             step = trainer.step if trainer is not None else 0
             state, reason = failure_status(err, trainer is not None and trainer.fitting)
+            # On a full or read-only disk this write fails too; start_run reports that one line.
             with contextlib.suppress(Exception):  # must not mask the original error
                 write_status(run_dir, state, step, reason)
+            if loggers.console is not None and trainer is not None:
+                code = INTERRUPTED if isinstance(err, KeyboardInterrupt) else ERROR
+                with contextlib.suppress(Exception):
+                    loggers.console.summary(trainer.summary(state, exit_code=code, reason=reason))
         with contextlib.suppress(BaseException):  # must not mask the original error
             loggers.close(exit_code=1)
         raise
