@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     set_offline_defaults()
     module_name, _, function = COMMANDS[name][0].partition(":")
-    if os.environ.get("WEYL_DEBUG") == "1":
-        return _run(module_name, function, rest)
+    if os.environ.get("WEYL_DEBUG") == "1" or os.environ.get("SUBMITIT_EXECUTOR"):
+        return _run(module_name, function, rest)  # a traceback; submitit records the failure
     try:
         return _run(module_name, function, rest)
     except KeyboardInterrupt:
