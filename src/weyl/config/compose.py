@@ -130,22 +130,39 @@ def check_override_syntax(overrides: list[str]) -> None:
         previous = text
 
 
-def without_sweeps(overrides: list[str]) -> list[str]:
-    """The overrides of a ``-m`` command line minus its sweeps (``a=1,2``, ``glob(...)``)."""
+def first_job(overrides: list[str]) -> list[str]:
+    """The overrides of a ``-m`` sweep's first job: each sweep (``a=1,2``) at its first value.
+
+    Sweeps without a plain list of values (``glob(...)``) are left out.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
-    return [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
+    job = []
+    for text, override in zip(overrides, parsed, strict=True):
+        if not override.is_sweep_override():
+            job.append(text)
+            continue
+        try:
+            first = next(iter(override.sweep_string_iterator()))
+        except Exception:  # glob and other sweeps Hydra expands only against the config tree
+            continue
+        job.append(f"{override.get_key_element()}={first}")
+    return job
 
 
-def _yaml_error_to_line(exc: Exception) -> ConfigError:
+class ConfigFileError(ConfigError):
+    """A config or recipe file that cannot be read (a YAML syntax error)."""
+
+
+def _yaml_error_to_line(exc: Exception) -> ConfigFileError:
     """``<file>:<line>:<column>: YAML syntax error: <problem>`` from a PyYAML error."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
     where = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else "config"
     detail = f"{problem} ({context})" if context else problem
-    return ConfigError(f"{where}: YAML syntax error: {detail}")
+    return ConfigFileError(f"{where}: YAML syntax error: {detail}")
 
 
 def compose_raw(overrides: list[str]) -> DictConfig:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from weyl.config.compose import (
     CONFIG_GROUPS,
+    ConfigFileError,
     available_options,
     check_override_syntax,
     config_dir,
+    first_job,
     load_config,
     to_plain,
-    without_sweeps,
 )
 from weyl.config.validate import ConfigError
 from weyl.train.exit_codes import BAD_INPUT, ERROR, INTERRUPTED, worst_exit_code
@@ -77,6 +78,8 @@ _NO_PREVALIDATION = {
     "--hydra-help",
     "--shell-completion",
     "-sc",
+    "--multirun",
+    "-m",
 }
 
 _exit_code = 0
@@ -229,6 +232,17 @@ def _record(code: int) -> None:
     _exit_code = worst_exit_code([_exit_code, code])
 
 
+def _check_sweep_files(overrides: list[str]) -> None:
+    """Before a sweep starts: its first job's config files must parse. Other config errors are
+    left to each job (a value wrong for one recipe of the sweep may be right for the next)."""
+    try:
+        load_config(first_job(overrides))
+    except ConfigFileError:
+        raise
+    except ConfigError:
+        pass
+
+
 def main(argv: list[str]) -> int:
     """Validate the overrides, then hand over to Hydra's main."""
     global _exit_code
@@ -239,10 +253,10 @@ def main(argv: list[str]) -> int:
     names = {f.split("=", 1)[0] for f in flags}
     try:
         check_override_syntax(overrides)
-        if not names & _NO_PREVALIDATION:
-            # A sweep is checked without its swept keys: the recipe's YAML and every fixed key.
-            multirun = bool(names & {"-m", "--multirun"})
-            load_config(without_sweeps(overrides) if multirun else overrides)
+        if names & {"-m", "--multirun"}:
+            _check_sweep_files(overrides)
+        elif not names & _NO_PREVALIDATION:
+            load_config(overrides)
     except ConfigError as exc:
         return _fail(str(exc))
     import hydra
