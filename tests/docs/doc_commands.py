@@ -58,9 +58,10 @@ def _strip_comment(line: str) -> str:
 
 
 def _is_command(text: str) -> bool:
-    # A bare program name in prose ("`weyl`") is a name, not a command.
+    # A bare program name in prose ("`weyl`") is a name, not a command, and "weyl train: ..."
+    # is what a command prints.
     words = text.split()
-    return len(words) > 1 and words[0] in PROGRAMS
+    return len(words) > 1 and words[0] in PROGRAMS and not words[1].endswith(":")
 
 
 def _block_commands(lines: list[tuple[int, str]], source: str) -> list[DocCommand]:

@@ -265,7 +265,11 @@ def test_report_and_compare_render_toy_runs(toy_runs: dict[str, Any]) -> None:
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("recipe", ["ablation/gpt2_s_tau", "ablation/swin_s_tau"])
+# The τ sweeps are table1 recipes with τ swept: composing them at toy scale is their check.
+ABLATION_RECIPES = ["ablation/gpt2_s_tau", "ablation/swin_s_tau"]
+
+
+@pytest.mark.parametrize("recipe", ABLATION_RECIPES)
 def test_ablation_recipes_compose_at_toy_scale(recipe: str) -> None:
     paper, toy = composed(f"recipe={recipe}"), load_config([f"recipe={recipe}", "scale=toy"])
     assert toy.optim == paper.optim and toy.trainer.strategy == paper.trainer.strategy

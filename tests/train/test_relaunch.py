@@ -50,7 +50,7 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(run_dir)): p.read_bytes()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name != "commands.log"
+        if p.is_file() and p.name not in ("commands.log", ".lock")
     }
 
 
