@@ -187,11 +187,11 @@ def check_data_fits_model(cfg: TrainConfig, data: Any) -> None:
         )
 
 
-def failure_status(err: BaseException, in_loop: bool) -> tuple[str, str]:
+def failure_status(err: BaseException, second_ctrl_c: bool) -> tuple[str, str]:
     """(run state, reason) for an exception that ended a run: ``interrupted`` for Ctrl-C,
     ``failed`` for anything else (``crashed`` is kept for a diverging loss)."""
     if isinstance(err, KeyboardInterrupt):
-        if in_loop:
+        if second_ctrl_c:
             return "interrupted", "second Ctrl-C: stopped at once, without a checkpoint"
         return "interrupted", "Ctrl-C during set-up"
     message = str(err).splitlines()[0] if str(err) else ""
@@ -334,7 +334,9 @@ def run_training(
     except BaseException as err:
         if ctx.is_main and run_dir.is_dir():
             step = trainer.step if trainer is not None else 0
-            state, reason = failure_status(err, trainer is not None and trainer.fitting)
+            # A KeyboardInterrupt after the loop's handler saw a first Ctrl-C is the second one.
+            second = trainer is not None and trainer.preemption.interrupted_at is not None
+            state, reason = failure_status(err, second)
             # On a full or read-only disk this write fails too; start_run reports that one line.
             with contextlib.suppress(Exception):  # must not mask the original error
                 write_status(run_dir, state, step, reason)

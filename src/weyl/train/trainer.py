@@ -110,7 +110,6 @@ class Trainer:
         self.elapsed_before = 0.0  # wall time of earlier processes of this run
         self.fsdp = is_fsdp(parts.model)
         self.preemption = PreemptionFlag()
-        self.fitting = False  # inside fit(): a KeyboardInterrupt there is a second Ctrl-C
         self.autocast_dtype = self._autocast_dtype(cfg.precision)
         self._t_start = time.time()
         self._last_saved_step = -1
@@ -367,7 +366,6 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (or until a crash/preemption); returns the run summary."""
         self.preemption.install()
-        self.fitting = True
         try:
             return self._fit()
         finally:
