@@ -87,6 +87,12 @@ def losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if "event" not in r and "loss" in r}
 
 
+def _default_sigint() -> None:
+    # A suite started in the background (`make test &`, nohup, some CI runners) inherits
+    # SIGINT ignored, and Python keeps it ignored: give the child a terminal's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], env: dict[str, str], **extra_env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [str(WEYL), *args],
@@ -95,6 +101,7 @@ def start(args: list[str], env: dict[str, str], **extra_env: str) -> subprocess.
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        preexec_fn=_default_sigint,
     )
 
 
