@@ -194,7 +194,8 @@ def worker_env(**extra: str) -> dict[str, str]:
         HF_DATASETS_OFFLINE="1",
         WANDB_MODE="offline",
         OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO),
+        # this checkout's weyl, not whichever one the venv has installed
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
         **extra,
     )
     return env

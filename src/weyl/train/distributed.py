@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from weyl.models.attention_view import attention_views
+from weyl.train.launcher_watch import watch_launcher
 
 
 @dataclass
@@ -67,8 +68,14 @@ def resolve_device(preference: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device_preference: str = "auto") -> DistContext:
-    """Join the process group described by torchrun env vars, or run as a single process."""
+    """Join the process group described by torchrun env vars, or run as a single process.
+
+    A worker that a launcher started (world size > 1, or torchrun at all) also stops when
+    that launcher dies (:func:`weyl.train.launcher_watch.watch_launcher`).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
+        watch_launcher()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
