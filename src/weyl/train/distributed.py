@@ -6,8 +6,12 @@ the same code path serves a laptop, torchrun on N GPUs and Slurm on N nodes.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -96,6 +100,42 @@ def shutdown_distributed(ctx: DistContext) -> None:
     """Tear down the process group if :func:`init_distributed` created it (not a caller's)."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gloo_threads_alive() -> bool:
+    """True while gloo's worker threads run in this process (read from ``/proc``; Linux only)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return False
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text())
+        except OSError:  # the thread ended while we looked
+            continue
+    return any(n.startswith(("pt_gloo", "gloo_")) for n in names)
+
+
+def exit_launched_worker(code: int) -> None:
+    """End a launcher-started worker now with ``code`` when gloo's threads outlive its group.
+
+    DDP keeps its gloo process group, and so gloo's worker threads, alive after
+    ``destroy_process_group``. A worker thread that drops the last reference to a tensor
+    Python also referenced takes the GIL; once the interpreter is finalizing that kills the
+    thread inside a ``noexcept`` destructor: ``terminate called without an active
+    exception``, SIGABRT, after a run that succeeded (it happens when the thread runs late,
+    on a busy machine). So such a worker flushes its output and leaves without finalizing.
+    Returns (the normal exit follows) in a single process or when no gloo thread is left.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if not (launched and gloo_threads_alive()):
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # a closed or broken pipe must not change the exit code
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
