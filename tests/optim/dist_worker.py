@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from weyl.optim import AdamW2
+from weyl.train.distributed import exit_launched_worker
 
 
 class Net(nn.Module):
@@ -91,6 +92,8 @@ def main() -> None:
     if rank == 0:
         open(os.path.join(out, "ok"), "w").close()
     dist.destroy_process_group()
+    # DDP keeps gloo's threads alive past destroy_process_group: leave without finalizing
+    exit_launched_worker(0)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ def _free_port() -> int:
 
 
 def _run(mode: str, tmp_path: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    repo = Path(__file__).parents[2]
+    # this checkout's weyl, not whichever one the venv has installed
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{repo / 'src'}{os.pathsep}{repo}")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
         f"--master_port={_free_port()}", str(WORKER), mode, str(tmp_path),

@@ -16,6 +16,7 @@ import torch
 
 from tests.train.fixtures import config_from_dict, synthetic_factories
 from weyl.train import run_training
+from weyl.train.distributed import exit_launched_worker
 
 
 def main() -> int:
@@ -39,4 +40,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    exit_launched_worker(code)  # as `weyl train` does
+    sys.exit(code)

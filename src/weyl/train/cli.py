@@ -272,4 +272,7 @@ def main(argv: list[str]) -> int:
         _record(code)
     finally:
         sys.argv = saved_argv
+    from weyl.train.distributed import exit_launched_worker
+
+    exit_launched_worker(_exit_code)  # a torchrun worker after gloo: no finalization
     return _exit_code

@@ -6,15 +6,19 @@ the same code path serves a laptop, torchrun on N GPUs and Slurm on N nodes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from weyl.models.attention_view import attention_views
+from weyl.train.launcher_watch import watch_launcher
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +74,14 @@ def resolve_device(preference: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device_preference: str = "auto") -> DistContext:
-    """Join the process group described by torchrun env vars, or run as a single process."""
+    """Join the process group described by torchrun env vars, or run as a single process.
+
+    A worker that a launcher started (world size > 1, or torchrun at all) also stops when
+    that launcher dies (:func:`weyl.train.launcher_watch.watch_launcher`).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
+        watch_launcher()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
@@ -92,6 +102,42 @@ def shutdown_distributed(ctx: DistContext) -> None:
     """Tear down the process group if :func:`init_distributed` created it (not a caller's)."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gloo_threads_alive() -> bool:
+    """True while gloo's worker threads run in this process (read from ``/proc``; Linux only)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return False
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text())
+        except OSError:  # the thread ended while we looked
+            continue
+    return any(n.startswith(("pt_gloo", "gloo_")) for n in names)
+
+
+def exit_launched_worker(code: int) -> None:
+    """End a launcher-started worker now with ``code`` when gloo's threads outlive its group.
+
+    DDP keeps its gloo process group, and so gloo's worker threads, alive after
+    ``destroy_process_group``. A worker thread that drops the last reference to a tensor
+    Python also referenced takes the GIL; once the interpreter is finalizing that kills the
+    thread inside a ``noexcept`` destructor: ``terminate called without an active
+    exception``, SIGABRT, after a run that succeeded (it happens when the thread runs late,
+    on a busy machine). So such a worker flushes its output and leaves without finalizing.
+    Returns (the normal exit follows) in a single process or when no gloo thread is left.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if not (launched and gloo_threads_alive()):
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # a closed or broken pipe must not change the exit code
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
