@@ -233,7 +233,10 @@ class WandbLogger:
         self.run.log(data, step=step)
 
     def close(self, exit_code: int = 0) -> None:
-        """Finish the run (flushes the offline files)."""
+        """Commit the last step's row, then finish the run (flushes the offline files)."""
+        # A row logged with an explicit step stays open until a later step arrives; finish()
+        # alone was seen to drop it (the last step's eval keys) when run under pytest-xdist.
+        self.run.log({}, commit=True)
         self.run.finish(exit_code=exit_code)
 
 
