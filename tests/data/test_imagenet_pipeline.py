@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.data.image_folder import write_image_folder
 from weyl.config.schema import ImageDataConfig
 from weyl.data import build_data
 from weyl.data.epoch_sampler import ShardedEpochSampler
@@ -20,16 +21,7 @@ N_TRAIN, N_VAL = 6, 3
 
 
 def _write_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", N_TRAIN), ("val", N_VAL)):
-        for c, name in enumerate(CLASSES):
-            d = root / split / name
-            d.mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-                pixels[..., c] = 255  # a class-coloured channel
-                Image.fromarray(pixels).save(d / f"{i}.png")
-    return root
+    return write_image_folder(root, CLASSES, {"train": N_TRAIN, "val": N_VAL})
 
 
 @pytest.fixture(scope="module")

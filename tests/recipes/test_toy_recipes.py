@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
+from tests.data.image_folder import write_image_folder
 from tests.recipes.composition import composed
 from weyl.config.compose import load_config, recipes_dir
 from weyl.config.validate import validate
@@ -102,15 +102,8 @@ def _write_corpus(path: Path) -> None:
 
 def _write_image_folder(root: Path) -> None:
     """train/<class>/*.JPEG and val/<class>/*.JPEG, 40×48 RGB, one saturated channel per class."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", TRAIN_PER_CLASS), ("val", VAL_PER_CLASS)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-                pixels[..., c] = 255
-                Image.fromarray(pixels).save(folder / f"{name}_{i}.JPEG", quality=85)
+    per_split = {"train": TRAIN_PER_CLASS, "val": VAL_PER_CLASS}
+    write_image_folder(root, CLASSES, per_split, "{cls}_{i}.JPEG", quality=85)
 
 
 @pytest.fixture(scope="module")
