@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "weyl.train.cli",
         "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
     ),
+    "torchrun": (
+        "weyl.train.elastic_launch",
+        "run a weyl command in N processes (torchrun's options, weyl's exit codes and one-line endings)",
+    ),
     "prepare": (
         "weyl.data.prepare_cli",
         "create or check a data set (openwebtext, kjv, imagenet, digits, fashion_mnist)",

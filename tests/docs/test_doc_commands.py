@@ -36,7 +36,7 @@ SHORT_RUN = [
     "logger.progress=false",
 ]
 
-PAPER_RECIPE = r"^weyl train (-m )?recipe=(table1|appendix|ablation)/"
+PAPER_RECIPE = r"^weyl (torchrun .*)?train (-m )?recipe=(table1|appendix|ablation)/"
 # Documented commands that are not run here, by pattern, with the reason.
 NOT_RUN: dict[str, str] = {
     r"^make test$": "it is this test suite",

@@ -243,12 +243,11 @@ def _check_sweep_files(overrides: list[str]) -> None:
         pass
 
 
-def main(argv: list[str]) -> int:
-    """Validate the overrides, then hand over to Hydra's main."""
-    global _exit_code
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
-        return 0
+def check_arguments(argv: list[str]) -> int:
+    """Compose and validate what ``weyl train argv`` would run: 0, or the one line and exit code 2.
+
+    Also run by ``weyl torchrun`` before it starts any worker.
+    """
     flags, overrides = split_args(argv)
     names = {f.split("=", 1)[0] for f in flags}
     try:
@@ -259,6 +258,18 @@ def main(argv: list[str]) -> int:
             load_config(overrides)
     except ConfigError as exc:
         return _fail(str(exc))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Validate the overrides, then hand over to Hydra's main."""
+    global _exit_code
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    code = check_arguments(argv)
+    if code:
+        return code
     import hydra
 
     _exit_code = 0
