@@ -38,6 +38,7 @@ from weyl.train.checkpoint import (
 from weyl.train.crash_guard import CRASH_ACTIONS, CrashGuard, divergence_bound_for
 from weyl.train.distributed import DistContext, is_fsdp
 from weyl.train.exit_codes import CRASHED, INTERRUPTED
+from weyl.train.launcher_watch import dead_launcher
 from weyl.train.loggers import MetricLoggers
 from weyl.train.run_status import write_status
 from weyl.train.schedule import LRSchedule
@@ -481,8 +482,11 @@ class Trainer:
             import signal as _signal
 
             reason = f"signal {_signal.Signals(self.preemption.signum).name}"
+        launcher = dead_launcher()
+        if launcher is not None:
+            reason = f"launcher (pid {launcher}) died; not requeued"
         self._status("preempted", reason)
-        if self.ctx.is_main and self.p.requeue and slurm_job_id() is not None:
+        if self.ctx.is_main and self.p.requeue and slurm_job_id() is not None and launcher is None:
             requeue_slurm_job()
         return self.summary("preempted", exit_code=PREEMPTED_EXIT_CODE, reason=reason)
 
