@@ -303,11 +303,12 @@ def test_any_command_ends_an_uncaught_exception_in_one_line_unless_weyl_debug(
     monkeypatch, capsys
 ):
     import weyl.cli
+    import weyl.commands.registry
 
     def fails(argv):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setitem(weyl.cli.COMMANDS, "boom", (f"{__name__}:fails", "test"))
+    monkeypatch.setitem(weyl.commands.registry.COMMANDS, "boom", (f"{__name__}:fails", "test"))
     monkeypatch.setattr(sys.modules[__name__], "fails", fails, raising=False)
     monkeypatch.delenv("WEYL_DEBUG", raising=False)
     assert weyl.cli.main(["boom"]) == ERROR
@@ -408,7 +409,7 @@ def test_ctrl_c_under_torchrun_checkpoints_every_rank_and_records_interrupted(ba
 
 
 def test_demo_stops_at_a_ctrl_c_with_130_and_runs_nothing_after_it(tmp_path, monkeypatch, capsys):
-    from weyl import demo
+    from weyl.commands import demo
 
     started = []
 
