@@ -295,11 +295,12 @@ def test_unexpected_error_in_training_is_one_line_and_status_failed(base_env, tm
 
 def test_any_command_ends_an_uncaught_exception_in_one_line_unless_weyl_debug(monkeypatch, capsys):
     import weyl.cli
+    import weyl.commands.registry
 
     def fails(argv):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setitem(weyl.cli.COMMANDS, "boom", (f"{__name__}:fails", "test"))
+    monkeypatch.setitem(weyl.commands.registry.COMMANDS, "boom", (f"{__name__}:fails", "test"))
     monkeypatch.setattr(sys.modules[__name__], "fails", fails, raising=False)
     monkeypatch.delenv("WEYL_DEBUG", raising=False)
     assert weyl.cli.main(["boom"]) == ERROR
@@ -473,7 +474,7 @@ def test_weyl_torchrun_exit_codes_follow_the_signal_and_the_workers():
 
 
 def test_demo_stops_at_a_ctrl_c_with_130_and_runs_nothing_after_it(tmp_path, monkeypatch, capsys):
-    from weyl import demo
+    from weyl.commands import demo
 
     started = []
 
