@@ -87,7 +87,9 @@ def _dump(data: dict[str, dict[str, Any]]) -> str:
     """JSON with one ``"dotted.key": value`` line per leaf (small, and diffs read key by key)."""
     blocks = []
     for run_id, config in data.items():
-        lines = [f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in config.items()]
+        lines = [
+            f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in config.items()
+        ]
         blocks.append(f"{json.dumps(run_id)}: {{\n" + ",\n".join(lines) + "\n}")
     return "{\n" + ",\n".join(blocks) + "\n}\n"
 
