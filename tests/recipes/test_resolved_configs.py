@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.recipes.composition import composed
+from tests.recipes.composition import METHODS, base_recipes, composed, named_run
 from tests.recipes.resolved_configs import (
     IGNORED_KEYS,
     leaves,
@@ -24,6 +24,14 @@ from tests.recipes.resolved_configs import (
 
 RECIPES = snapshot_recipes()
 RUNS = [(recipe, run_id) for recipe in RECIPES for run_id in load_fixture(recipe)]
+# (base, method, the named run it equals): each cell of Table 1 / the appendix / the CPU demo as
+# one `recipe=<base> method=<method>` command.
+CELLS = [
+    (base, method, run)
+    for base in base_recipes()
+    for method in METHODS
+    if (run := named_run(base, method)) is not None
+]
 
 
 def config_diff(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
@@ -67,4 +75,21 @@ def test_recipe_resolves_to_its_snapshot(recipe: str, run_id: str) -> None:
     assert not diff, (
         f"recipe={recipe} {run_id} resolves differently from tests/recipes/resolved/"
         f"{recipe}.json:\n" + "\n".join(diff)
+    )
+
+
+def test_every_named_method_run_is_a_base_and_a_method() -> None:
+    # 20 Table 1 cells, 9 appendix runs, 4 CPU demo runs.
+    assert len(CELLS) == 33
+    assert {run for _, _, run in CELLS} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("scale", ["scale=full", "scale=toy"])
+@pytest.mark.parametrize(("base", "method", "run"), CELLS, ids=[c[2] for c in CELLS])
+def test_base_with_method_is_the_named_run(base: str, method: str, run: str, scale: str) -> None:
+    """`weyl train recipe=<base> method=<method>` runs exactly the snapshot of the named run."""
+    actual = resolved_leaves(f"recipe={base}", f"method={method}", scale)
+    diff = config_diff(load_fixture(run)[scale], actual)
+    assert not diff, f"recipe={base} method={method} {scale} differs from {run}:\n" + "\n".join(
+        diff
     )
