@@ -232,3 +232,40 @@ def test_epoch_based_paper_recipe_trains_as_a_shrunk_twin(tmp_path: Path, monkey
     steps = [r["step"] for r in records if "loss" in r]
     # sklearn digits: 1437 training images; 0.05 epochs of 16-image batches = ceil(4.49) updates.
     assert max(steps) == 5, records
+
+
+def test_hydra_multirun_over_methods_runs_each_method(tmp_path: Path) -> None:
+    """`weyl train -m recipe=<base> method=a,b`: one finished run per method, each its own name."""
+    shrink = [
+        "model.n_layer=1",
+        "trainer.global_batch_size=2",
+        "trainer.max_steps=2",
+        "method.warmup_steps=1",  # a per-model value of the recipe, overridden like any key
+        "trainer.precision=fp32",
+        "trainer.device=cpu",
+        "trainer.eval_batches=0",
+        "diagnostics.enabled=false",
+        "logger.progress=false",
+        f"run_dir={tmp_path}/runs/${{name}}",
+    ]
+    env = {**os.environ, "WEYL_DATA_DIR": str(tmp_path / "data"), "WANDB_MODE": "disabled"}
+    argv = ["train", "-m", "recipe=cpu/gpt_cpu", "method=adamw_warmup,adamw2", *shrink]
+    proc = subprocess.run(
+        [sys.executable, "-m", "weyl.cli", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = {}
+    for status in sorted((tmp_path / "runs").rglob("status.json")):
+        assert json.loads(status.read_text())["state"] == "finished", status
+        saved[status.parent] = yaml.safe_load((status.parent / "config.yaml").read_text())
+    names = sorted(config["name"] for config in saved.values())
+    assert names == ["cpu_adamw2", "cpu_adamw_warmup"]
+    by_name = {config["name"]: config for config in saved.values()}
+    assert by_name["cpu_adamw_warmup"]["schedule"]["warmup_steps"] == 1
+    assert by_name["cpu_adamw2"]["optim"]["tau"] == 0.02  # the CPU recipe's τ (NOTES.md)
+    assert "method" not in by_name["cpu_adamw2"]  # resolved into the run's own keys
