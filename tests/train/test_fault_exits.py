@@ -456,7 +456,7 @@ def test_weyl_torchrun_rejects_a_bad_config_before_starting_a_worker(base_env, t
 
 
 def test_weyl_torchrun_exit_codes_follow_the_signal_and_the_workers():
-    from weyl.train.elastic_launch import exit_code_for_failures, exit_code_for_signal
+    from weyl.commands.torchrun import exit_code_for_failures, exit_code_for_signal
 
     # the code one process exits with after the same signal (weyl.train.signals)
     assert exit_code_for_signal(signal.SIGINT) == 130 == INTERRUPTED

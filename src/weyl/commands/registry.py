@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "weyl.train.cli",
         "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
     ),
+    "torchrun": (
+        "weyl.commands.torchrun",
+        "run a weyl command in N processes (torchrun's options, weyl's exit codes and one-line endings)",
+    ),
     "prepare": (
         "weyl.commands.prepare",
         "create or check a data set (openwebtext, kjv, imagenet, digits, fashion_mnist)",

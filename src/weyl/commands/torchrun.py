@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from weyl.command_parser import CommandParser
+    from weyl.commands.command_parser import CommandParser
 
     parser = get_args_parser()
     parser.__class__ = CommandParser  # torchrun's usage errors: one line, exit 2
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
         print(f"{HELP}\n\n{options}")
         return 0
     args = parser.parse_args(argv)
-    from weyl.cli import COMMANDS
+    from weyl.commands.registry import COMMANDS
 
     if args.module and args.training_script == "weyl.cli":
         command = (args.training_script_args or [""])[0]
