@@ -353,7 +353,7 @@ class CheckpointManager:
             )
             self.ctx.barrier()
             if self.ctx.is_main:
-                fault_injection.maybe_kill_in_checkpoint(step)
+                fault_injection.hooks.in_checkpoint_write(step)
                 self._finish(step, shared, tmp, final)
         except BaseException:
             if self.ctx.is_main:  # a full disk must not also be left holding a partial copy

@@ -217,6 +217,7 @@ def run_training(
     ``launch_events`` (e.g. a forced config change) are logged at the start step.
     """
     factories = factories or default_factories()
+    fault_injection.install_from_env()
     if cfg.trainer.ema:
         raise ValueError(
             "trainer.ema=true is not supported by this trainer yet; set trainer.ema=false"
@@ -325,7 +326,7 @@ def run_training(
                     cfg.logger.wandb, run_dir, dataclasses.asdict(cfg), parts.wandb_run_id
                 )
                 parts.wandb_run_id = loggers.wandb.run_id
-        fault_injection.maybe_sleep_in_setup()
+        fault_injection.hooks.after_setup()
         summary = trainer.fit()
         if loggers.console is not None:
             loggers.console.summary(summary)

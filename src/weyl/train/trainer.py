@@ -394,7 +394,7 @@ class Trainer:
             lr = p.schedule.apply(p.optimizer, self.step)
             loss_t, norm_t, units = self._train_step()
             loss, grad_norm, stop = self._reduce_step_scalars(loss_t, norm_t)
-            if fault_injection.inject_nan(self.step + 1):
+            if fault_injection.hooks.replace_loss_with_nan(self.step + 1):
                 loss = float("nan")
             reason = self.guard.check(loss, grad_norm)
             if reason is not None:
@@ -409,7 +409,7 @@ class Trainer:
             self.last_loss = loss
             window_units += units * self.ctx.world_size
             window_time += time.perf_counter() - t0
-            fault_injection.maybe_sleep()
+            fault_injection.hooks.after_update()
 
             record: dict[str, Any] = {}
             if self._due(cfg.log_every):
@@ -442,8 +442,7 @@ class Trainer:
                 p.loggers.log({"step": self.step, **record})
             if self._due(cfg.ckpt_every):
                 self.save_checkpoint()
-            fault_injection.maybe_kill_after_step(self.step)
-            fault_injection.maybe_raise_after_step(self.step)
+            fault_injection.hooks.after_step(self.step)
             if stop == "interrupt" and self.step < p.total_steps:
                 return self._on_interrupt()
             if stop == "preempt" and self.step < p.total_steps:
