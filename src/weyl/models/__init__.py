@@ -8,7 +8,7 @@ from weyl.models.attention_view import (
     attention_views,
     capture_attention,
     probe_attention,
-    unwrap_model,
+    viewed_model,
 )
 from weyl.models.factory import MODEL_FAMILIES, build_model
 from weyl.models.flatten_attention import FocusedLinearAttention
@@ -42,5 +42,5 @@ __all__ = [
     "effective_weight",
     "named_config",
     "probe_attention",
-    "unwrap_model",
+    "viewed_model",
 ]

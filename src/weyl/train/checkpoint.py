@@ -59,7 +59,8 @@ from torch.optim import Optimizer
 
 from weyl.durable_files import fsync_dir, replace_durably
 from weyl.train import fault_injection
-from weyl.train.distributed import DistContext, is_fsdp
+from weyl.train.distributed import DistContext
+from weyl.train.model_wrapping import is_fsdp, unwrap_model
 
 # 2: manifest.json with sizes and CRC-32s (written last); 1: no manifest.
 CHECKPOINT_FORMAT = 2
@@ -126,8 +127,6 @@ def model_optimizer_state(model: nn.Module, optimizer: Optimizer) -> tuple[dict,
             get_model_state_dict(model, options=opts),
             get_optimizer_state_dict(model, optimizer, options=opts),
         )
-    from weyl.models.attention_view import unwrap_model
-
     return unwrap_model(model).state_dict(), optimizer.state_dict()
 
 
@@ -146,8 +145,6 @@ def load_model_optimizer_state(
         set_model_state_dict(model, model_sd, options=opts)
         set_optimizer_state_dict(model, optimizer, optim_sd, options=opts)
         return
-    from weyl.models.attention_view import unwrap_model
-
     unwrap_model(model).load_state_dict(model_sd)
     optimizer.load_state_dict(optim_sd)
 

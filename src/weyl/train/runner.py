@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from weyl.config.schema import TrainConfig
-from weyl.models.attention_view import unwrap_model
 from weyl.train import fault_injection
 from weyl.train.checkpoint import CheckpointManager
 from weyl.train.console_log import ConsoleLog, banner_lines
-from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed, wrap_model
+from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed
 from weyl.train.exit_codes import ERROR, INTERRUPTED
 from weyl.train.loggers import JsonlLogger, MetricLoggers, WandbLogger
+from weyl.train.model_wrapping import unwrap_model, wrap_model
 from weyl.train.run_status import write_status
 from weyl.train.schedule import build_schedule
 from weyl.train.task import build_task

@@ -36,10 +36,11 @@ from weyl.train.checkpoint import (
     set_rng_state,
 )
 from weyl.train.crash_guard import CRASH_ACTIONS, CrashGuard, divergence_bound_for
-from weyl.train.distributed import DistContext, is_fsdp
+from weyl.train.distributed import DistContext
 from weyl.train.exit_codes import CRASHED, INTERRUPTED
 from weyl.train.launcher_watch import dead_launcher
 from weyl.train.loggers import MetricLoggers
+from weyl.train.model_wrapping import is_fsdp, unwrap_compiled
 from weyl.train.run_status import write_status
 from weyl.train.schedule import LRSchedule
 from weyl.train.signals import PREEMPTED_EXIT_CODE, PreemptionFlag, requeue_slurm_job, slurm_job_id
@@ -554,11 +555,6 @@ class Trainer:
                     }
                 )
         return good
-
-
-def unwrap_compiled(model: nn.Module) -> nn.Module:
-    """Strip a ``torch.compile`` wrapper (keeps DDP, unlike ``unwrap_model``)."""
-    return getattr(model, "_orig_mod", model)
 
 
 def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
