@@ -57,7 +57,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from weyl.durable_files import fsync_dir, replace_durably
+from weyl.durable_files import TMP_PREFIX, fsync_dir, replace_durably, temp_path, write_durably
 from weyl.train import fault_injection
 from weyl.train.distributed import DistContext
 from weyl.train.model_wrapping import is_fsdp, unwrap_model
@@ -66,7 +66,6 @@ from weyl.train.model_wrapping import is_fsdp, unwrap_model
 CHECKPOINT_FORMAT = 2
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-TMP_PREFIX = ".tmp-"
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ def save_file_durably(obj: Any, path: Path) -> FileDigest:
         holder.append(_DigestingWriter(f))
         torch.save(obj, holder[0])
 
-    replace_durably(path, path.with_name(f"{TMP_PREFIX}{path.name}"), write)
+    replace_durably(path, temp_path(path), write)
     return FileDigest(holder[0].size, holder[0].crc)
 
 
@@ -374,7 +373,7 @@ class CheckpointManager:
             "files": {n: {"size": d.size, "crc32": d.crc32} for n, d in sorted(files.items())},
         }
         text = json.dumps(manifest, indent=1).encode()
-        replace_durably(tmp / MANIFEST, tmp / f"{TMP_PREFIX}{MANIFEST}", lambda f: f.write(text))
+        write_durably(tmp / MANIFEST, text)
         if final.exists():  # re-saving the same step after a rollback
             shutil.rmtree(final)
         os.replace(tmp, final)
