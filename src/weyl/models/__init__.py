@@ -1,6 +1,7 @@
 """The paper's models (GPT-2, timm ViT/Swin, Flatten-Swin), σReparam and the attention view.
 
-Importing this package registers the attention-view builders of every family.
+Importing this package registers the attention-view builders and the Transformer-block lists
+(:mod:`weyl.models.transformer_blocks`) of every family.
 """
 
 from weyl.models.attention_view import (
