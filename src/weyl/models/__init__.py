@@ -1,6 +1,7 @@
 """The paper's models (GPT-2, timm ViT/Swin, Flatten-Swin), σReparam and the attention view.
 
-Importing this package registers the attention-view builders of every family.
+Importing this package registers the attention-view builders and the Transformer-block lists
+(:mod:`weyl.models.transformer_blocks`) of every family.
 """
 
 from weyl.models.attention_view import (
@@ -8,7 +9,7 @@ from weyl.models.attention_view import (
     attention_views,
     capture_attention,
     probe_attention,
-    unwrap_model,
+    viewed_model,
 )
 from weyl.models.factory import MODEL_FAMILIES, build_model
 from weyl.models.flatten_attention import FocusedLinearAttention
@@ -42,5 +43,5 @@ __all__ = [
     "effective_weight",
     "named_config",
     "probe_attention",
-    "unwrap_model",
+    "viewed_model",
 ]

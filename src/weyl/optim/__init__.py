@@ -22,6 +22,8 @@ from weyl.optim.weyl_clip import (
     DEFAULT_TAU,
     SpectrallyClippedOptimizer,
     WeylClip,
+    clip_off,
+    clip_rule,
 )
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "WeylClip",
     "as_matrix",
     "build_optimizer",
+    "clip_off",
+    "clip_rule",
     "initial_vector",
     "matrix_shape",
     "no_weight_decay_names",
