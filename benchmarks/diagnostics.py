@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from weyl.config.schema import DiagnosticsConfig
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.diagnostics import Diagnostics, qk_singular_values, sec_index
 
 ROOT = Path(__file__).resolve().parents[1]

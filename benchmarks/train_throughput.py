@@ -38,16 +38,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from weyl.config.schema import (
-    DiagnosticsConfig,
-    GPTModelConfig,
-    LoggerConfig,
-    OptimConfig,
-    ScheduleConfig,
-    TextDataConfig,
-    TrainConfig,
-    TrainerConfig,
-)
+from weyl.config import TrainConfig
+
+from weyl.data.data_config import TextDataConfig
+
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
+
+from weyl.models.model_config import GPTModelConfig
+
+from weyl.optim.optim_config import OptimConfig
+
+from weyl.train.train_config import LoggerConfig, ScheduleConfig, TrainerConfig
 from weyl.data.bundle import DataBundle
 from weyl.diagnostics import Diagnostics
 from weyl.models import build_model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from weyl.config import TrainConfig
 from weyl.config.compose import load_config
-from weyl.config.schema import TrainConfig
 
 
 @cache

@@ -87,6 +87,8 @@ def attention_views(model: nn.Module) -> list[AttentionLayerView]:
     own = getattr(model, "attention_views", None)
     if callable(own):
         return own()
+    from weyl.models import swin, vit  # noqa: F401 - timm's views register on import (lazy package)
+
     for matches, builder in _BUILDERS:
         if matches(model):
             return builder(model)

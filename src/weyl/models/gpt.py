@@ -27,17 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from weyl.config.schema import GPTModelConfig
 from weyl.models.attention_view import (
     AttentionLayerView,
     capture_via_attn_drop,
     fused_qkv_views,
     split_cols_per_head,
 )
+from weyl.models.model_config import GPTModelConfig
 from weyl.models.sigma_reparam import effective_weight
-from weyl.models.weight_init import XAVIER_INITS, reinit_linears
-
-GPT_INITS = ("nanogpt", *XAVIER_INITS)
+from weyl.models.weight_init import reinit_linears
 
 
 class CausalSelfAttention(nn.Module):
@@ -106,10 +104,6 @@ class GPT(nn.Module):
 
     def __init__(self, cfg: GPTModelConfig) -> None:
         super().__init__()
-        if cfg.init not in GPT_INITS:
-            raise ValueError(f"model.init={cfg.init!r} is not one of {GPT_INITS}")
-        if cfg.vocab_size <= 0 or cfg.block_size <= 0:
-            raise ValueError("model.vocab_size and model.block_size must be positive")
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
