@@ -1,4 +1,4 @@
-"""Parameter counts of the paper-scale presets, built on the meta device (no memory)."""
+"""Parameter counts of the paper-scale models of the catalogue (configs/model/), built on the meta device (no memory)."""
 
 from __future__ import annotations
 

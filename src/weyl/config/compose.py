@@ -331,6 +331,13 @@ class ComposedRun:
     choices: dict[str, Any]
 
 
+def plain_config(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as plain data (enums as their strings), as :func:`to_plain` gives it."""
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    assert isinstance(plain, dict)
+    return plain
+
+
 def compose_run(overrides: list[str]) -> ComposedRun:
     """Compose ``overrides`` once and validate the result once."""
     composed = compose_raw(overrides, with_hydra=True)

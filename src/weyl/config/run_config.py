@@ -39,19 +39,22 @@ class TrainConfig:
         require(bool(self.name), "name", "must be a non-empty run name")
         require(bool(self.run_dir), "run_dir", "must be a non-empty path")
         model, data, trainer, schedule = self.model, self.data, self.trainer, self.schedule
+        # By the keys a family has, not its name: a new family needs no entry here.
         if data.kind == "text":
-            if model.family != "gpt":
+            if not (hasattr(model, "vocab_size") and hasattr(model, "block_size")):
                 raise ConfigError(
-                    f"data.kind: text data needs a gpt model, got model.family={model.family}"
+                    "data.kind: text data needs a language model (one with model.vocab_size and "
+                    f"model.block_size, e.g. gpt), got model.family={model.family}"
                 )
             require(
                 data.block_size <= model.block_size,
                 "data.block_size",
                 f"must be <= model.block_size={model.block_size}, got {data.block_size}",
             )
-        elif model.family == "gpt":
+        elif not hasattr(model, "num_classes"):
             raise ConfigError(
-                f"data.kind: {data.kind} data needs a vision model (vit, swin, flatten_swin), got gpt"
+                f"data.kind: {data.kind} data needs an image classifier (one with "
+                f"model.num_classes, e.g. vit, swin), got model.family={model.family}"
             )
         if trainer.epochs <= 0:
             require(

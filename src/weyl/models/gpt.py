@@ -16,7 +16,7 @@ Initialisations (``init``): "nanogpt" = N(0, 0.02) for Linear and Embedding weig
 residual projections (``attn.proj``, ``mlp.fc2``) at N(0, 0.02/√(2·n_layer)); "xavier" and
 "trunc_xavier" re-initialise every Linear weight with the Table 2 scheme (see
 :mod:`weyl.models.weight_init`), embeddings staying at N(0, 0.02). The paper's Table 2
-lists "Xavier" for GPT, so the ``gpt2_s`` / ``gpt2_l`` presets use ``init="xavier"``.
+lists "Xavier" for GPT, so ``configs/model/gpt2_s.yaml`` / ``gpt2_l.yaml`` set ``init: xavier``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from weyl.config.compose import (
     available_options,
     check_override_syntax,
     check_yaml_files,
+    compose_raw,
     config_dir,
     to_plain,
 )
@@ -249,8 +250,11 @@ def main(argv: list[str]) -> int:
         check_override_syntax(args.overrides)
         hydra_main = uses_hydra_main(args)
         if hydra_main:
-            # Hydra would report a broken YAML file as a traceback; say it in one line first.
+            # Hydra reports a broken YAML file (and, for --cfg, a bad key or type) in many
+            # lines; say it in one first. A sweep's jobs are each composed by Hydra alone.
             check_yaml_files(args.overrides)
+            if args.cfg and not args.multirun:
+                compose_raw(args.overrides)
     except ConfigError as exc:
         return _fail(str(exc))
     code = _run_hydra_main(argv) if hydra_main else _run_single(args.overrides, argv)

@@ -38,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from weyl.config import ConfigError, TrainConfig, compose_run
+from weyl.config import ConfigError, TrainConfig, build_config, compose_run
+from weyl.config.compose import plain_config
 from weyl.train.config_drift import describe_changes, trajectory_changes
 from weyl.train.exit_codes import ERROR
 
@@ -100,6 +101,16 @@ def move_run_aside(run_dir: Path) -> Path:
     return target
 
 
+def with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's config.yaml with the keys it left at their default filled in, so that
+    a key the schema gained since (written out by every new run) is not a change; unchanged
+    when it no longer validates (its differences are then reported key by key)."""
+    try:
+        return plain_config(build_config(old))
+    except (ConfigError, KeyError, TypeError, AttributeError):
+        return old
+
+
 def check_relaunch(run_dir: Path, plain: dict[str, Any], resume: str) -> list[dict[str, Any]]:
     """Apply ``trainer.resume`` to an existing run in ``run_dir``; returns events to log.
 
@@ -122,7 +133,7 @@ def check_relaunch(run_dir: Path, plain: dict[str, Any], resume: str) -> list[di
             raise ConfigError(
                 f"{config_path}: not readable YAML ({exc.__class__.__name__})"
             ) from None
-        changes = trajectory_changes(old, plain)
+        changes = trajectory_changes(with_defaults(old), plain)
     if not changes:
         return []
     if resume == "auto":

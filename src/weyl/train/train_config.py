@@ -133,11 +133,11 @@ class TrainerConfig:
             f"must be > 0 (or set trainer.epochs), got {self.max_steps}",
         )
         require(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
-        for key in ("global_batch_size", "eval_every", "log_every", "ckpt_every", "keep_last",
-                    "spike_window"):  # fmt: skip
+        for key in ("global_batch_size", "eval_every", "log_every", "ckpt_every", "keep_last"):
             value = getattr(self, key)
             require(value > 0, f"trainer.{key}", f"must be > 0, got {value}")
-        for key in ("micro_batch_size", "eval_batches", "max_rollbacks"):
+        # spike_window 0 turns the spike test off (see weyl.train.crash_guard.CrashGuard).
+        for key in ("micro_batch_size", "eval_batches", "max_rollbacks", "spike_window"):
             value = getattr(self, key)
             require(value >= 0, f"trainer.{key}", f"must be >= 0, got {value}")
         require(
