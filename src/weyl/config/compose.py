@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from weyl.config.error_lines import omegaconf_error_line
 from weyl.config.run_config import ComposedConfig, TrainConfig
 from weyl.config.scale import apply_scale
 from weyl.data.data_config import DATA_CONFIGS, data_config_class
@@ -76,92 +77,12 @@ def register_schemas() -> None:
         store.store(group="data", name=f"{kind}_schema", node=cls)
 
 
-def _type_name(tp: Any) -> str:
-    """``int``, ``float or null``, ``list of int``, ``one of: a, b`` for an annotation."""
-    import enum
-    import types
-    import typing
-
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "one of " + ", ".join(str(m.value) for m in tp)
-    return getattr(tp, "__name__", str(tp))
-
-
-def _enum_values(tp: Any) -> str:
-    """``a, b, c`` for an Enum annotation (``a, b or null`` when optional), else ``""``."""
-    import enum
-    import typing
-
-    args = typing.get_args(tp) or (tp,)
-    enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
-    if not enums:
-        return ""
-    values = ", ".join(str(m.value) for m in enums[0])
-    return f"{values} or null" if type(None) in args else values
-
-
-def _field_type(object_type: Any, name: str) -> Any:
-    import dataclasses
-    import typing
-
-    if isinstance(object_type, type) and dataclasses.is_dataclass(object_type):
-        return typing.get_type_hints(object_type).get(name)
-    return None
-
-
-def _allowed_keys(object_type: Any) -> str:
-    import dataclasses
-
-    if isinstance(object_type, type) and dataclasses.is_dataclass(object_type):
-        return ", ".join(f.name for f in dataclasses.fields(object_type))
-    return "see `weyl train --cfg job`"
-
-
-def omegaconf_error_line(exc: Exception) -> ConfigError:
-    """One line ``<key>: <what is wrong>`` from an OmegaConf error raised by a typed config."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    key = str(getattr(exc, "full_key", "") or "")
-    object_type = getattr(exc, "object_type", None)
-    text = str(getattr(exc, "msg", "") or exc)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    if isinstance(exc, ConfigKeyError | ConfigAttributeError) and "not in" in first:
-        # "Key 'foo' not in 'OptimConfig'": full_key names the unknown key itself.
-        if not key or "." not in key:
-            name = key or re.search(r"Key '([^']+)'", first).group(1)
-            allowed = ", ".join(sorted(f.name for f in _dataclass_fields(TrainConfig)))
-            return ConfigError(f"{name}: unknown top-level key; allowed keys: {allowed}")
-        return ConfigError(f"{key}: unknown key; allowed keys: {_allowed_keys(object_type)}")
-    value = getattr(exc, "value", None)
-    expected = _field_type(object_type, key.rsplit(".", 1)[-1]) if key else None
-    if expected is not None:
-        options = _enum_values(expected)
-        if options:
-            return ConfigError(f"{key}: unknown '{value}'; choose one of: {options}")
-        shown = f"'{value}'" if isinstance(value, str) else repr(value)
-        return ConfigError(f"{key}: expected {_type_name(expected)}, got {shown}")
-    return ConfigError(f"{key or 'config'}: {first}")
-
-
-def _dataclass_fields(cls: type) -> tuple:
-    import dataclasses
-
-    return dataclasses.fields(cls)
-
-
 def _hydra_error_to_line(exc: Exception) -> ConfigError:
     from omegaconf.errors import OmegaConfBaseException
 
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, OmegaConfBaseException):
-        return omegaconf_error_line(cause)
+        return omegaconf_error_line(cause, TrainConfig)
     text = str(exc)
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:
@@ -317,7 +238,7 @@ def build_config(plain: dict[str, Any]) -> TrainConfig:
         schema.data = OmegaConf.structured(data_config_class(plain["data"].get("kind")))
         return OmegaConf.to_object(OmegaConf.merge(schema, plain))
     except OmegaConfBaseException as exc:
-        raise omegaconf_error_line(exc) from None
+        raise omegaconf_error_line(exc, TrainConfig) from None
 
 
 @dataclass
@@ -360,4 +281,4 @@ def model_config(name: str) -> ModelConfig:
     try:
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as exc:
-        raise omegaconf_error_line(exc) from None
+        raise omegaconf_error_line(exc, TrainConfig) from None
