@@ -1,4 +1,4 @@
-"""Package attributes that import their module on first use (PEP 562).
+"""Package attributes that import their module on first use.
 
 ``weyl.models``, ``weyl.optim``, ``weyl.data`` and ``weyl.diagnostics`` re-export their public
 names this way, so that importing one of their light modules (a config dataclass) does not
@@ -8,16 +8,27 @@ pay for torch and timm: composing a config stays fast.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import sys
+import types
 from typing import Any
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` resolving ``name`` from ``exports[name]`` (a module path)."""
+class _LazyPackage(types.ModuleType):
+    """A package whose exported names resolve on access. They win over a submodule of the
+    same name (``weyl.optim.spectral_norm`` is the function, as an eager
+    ``from .spectral_norm import spectral_norm`` made it), which a module ``__getattr__``
+    cannot do once the import system has set the submodule as the attribute."""
 
-    def __getattr__(name: str) -> Any:
-        if name not in exports:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(exports[name]), name)
+    def __getattribute__(self, name: str) -> Any:
+        target = super().__getattribute__("__dict__").get("_exports", {}).get(name)
+        if target is None:
+            return super().__getattribute__(name)
+        return getattr(importlib.import_module(target), name)
 
-    return __getattr__
+
+def lazy_exports(package: str, exports: dict[str, str]) -> None:
+    """Make ``package`` (call from its ``__init__``) export ``name`` from ``exports[name]``,
+    a module path imported on first access."""
+    module = sys.modules[package]
+    module._exports = exports
+    module.__class__ = _LazyPackage

@@ -11,4 +11,4 @@ _EXPORTS = {
     "build_data": "weyl.data.factory",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+lazy_exports(__name__, _EXPORTS)

@@ -39,4 +39,4 @@ _EXPORTS = {
     "weight_terms": "weyl.diagnostics.terms",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+lazy_exports(__name__, _EXPORTS)

@@ -26,4 +26,4 @@ _EXPORTS = {
     "build_vit": "weyl.models.vit",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+lazy_exports(__name__, _EXPORTS)
