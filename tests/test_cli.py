@@ -6,7 +6,8 @@ import sys
 
 import yaml
 
-from weyl.cli import COMMANDS, main
+from weyl.cli import main
+from weyl.commands.registry import COMMANDS
 
 
 def run_weyl(*args, cwd=None):

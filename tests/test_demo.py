@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from weyl import demo
+from weyl.commands import demo
+from weyl.report import verdicts
 
 STEPS = 150
 
@@ -20,7 +21,7 @@ def demo_runs(tmp_path_factory):
     code = demo.main(["--steps", str(STEPS), "--out", str(root), "--no-progress"])
     assert code in (0, 1)  # 1: the full-length thresholds are not expected at 150 steps
     out = root / f"steps{STEPS}"  # a shortened demo keeps its runs apart from the full demo's
-    return {m: out / m for m in demo.METHODS}, out
+    return {m: out / m for m in verdicts.METHODS}, out
 
 
 def test_every_run_finished_and_the_comparison_was_written(demo_runs):
@@ -33,8 +34,8 @@ def test_every_run_finished_and_the_comparison_was_written(demo_runs):
 
 def test_no_warmup_adamw_collapses_where_adamw2_does_not(demo_runs):
     runs, _ = demo_runs
-    ent = {m: demo.final_layer_values(p, "entropy_mean") for m, p in runs.items()}
-    sec2 = {m: demo.final_layer_values(p, "sec_s2_mean") for m, p in runs.items()}
+    ent = {m: verdicts.final_layer_values(p, "entropy_mean") for m, p in runs.items()}
+    sec2 = {m: verdicts.final_layer_values(p, "sec_s2_mean") for m, p in runs.items()}
     assert len(ent["adamw_nowarmup"]) == 4  # every layer logged
     # Attention entropy: the no-warmup AdamW run's worst layer is far sharper.
     assert min(ent["adamw_nowarmup"].values()) < 0.5 * min(ent["adamw2_nowarmup"].values())
@@ -52,7 +53,7 @@ def test_adamw2_keeps_qk_spectral_norm_small(demo_runs):
 
 def test_adamw2_trains_at_least_as_well_as_no_warmup_adamw(demo_runs):
     runs, _ = demo_runs
-    loss = {m: demo.final_loss(p) for m, p in runs.items()}
+    loss = {m: verdicts.final_loss(p) for m, p in runs.items()}
     assert loss["adamw2_nowarmup"] < loss["adamw_nowarmup"]
     # and the clip really acted: AdamW² logged a positive clip rate.
     from weyl.report.run_data import load_run

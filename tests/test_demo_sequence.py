@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from weyl import demo
+from weyl.report.verdicts import METHODS
 
 WEYL = str(Path(sys.executable).parent / "weyl")
 TINY = [
@@ -57,7 +57,7 @@ def test_quick_then_full_demo_keeps_runs_apart(tmp_path):
     assert quick.returncode in (0, 1), quick.stderr  # 1: verdicts need the real model
     full = weyl_demo(out)
     assert full.returncode in (0, 1), full.stderr
-    for method in demo.METHODS:
+    for method in METHODS:
         assert json.loads((out / "quick" / method / "status.json").read_text())["step"] == 300
         rows = records(out / method)
         assert rows[0]["step"] == 50 and rows[-1]["step"] == 1000

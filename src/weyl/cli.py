@@ -1,8 +1,8 @@
-"""The ``weyl`` command: a thin dispatcher over subcommands.
+"""The ``weyl`` command: a thin dispatcher over the subcommands of :mod:`weyl.commands`.
 
-Each subcommand is a function ``main(argv: list[str]) -> int`` named as ``module`` (its
-``main``) or ``module:function``; adding one is one entry in :data:`COMMANDS`. Modules are imported only when their command runs, so
-``weyl --help`` stays fast.
+The console script's entry point, and ``python -m weyl.cli`` (how torchrun starts it:
+``torchrun ... -m weyl.cli train ...``). The subcommands are listed in
+:data:`weyl.commands.registry.COMMANDS`; a command's module is imported only when it runs.
 
 Any exception that escapes a command ends in one line, ``weyl <cmd>: <type>: <message>``, and
 exit code 1 (2 for a config error, 130 for Ctrl-C); ``WEYL_DEBUG=1`` shows the traceback.
@@ -14,30 +14,7 @@ import importlib
 import os
 import sys
 
-# name → (module path, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("weyl.demo", "the main job: AdamW vs AdamW+warmup vs AdamW² without warmup, on CPU in minutes"),
-    "train": (
-        "weyl.train.cli",
-        "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
-    ),
-    "prepare": (
-        "weyl.data.prepare_cli",
-        "create or check a data set (openwebtext, kjv, imagenet, digits, fashion_mnist)",
-    ),
-    "report": (
-        "weyl.report.report_cli:main_report",
-        "draw a run directory's figures (Fig. 1, 2/3, 4, 15) and a Markdown summary",
-    ),
-    "compare": (
-        "weyl.report.report_cli:main_compare",
-        "overlay several runs (e.g. warmup vs no-warmup) and print a comparison table",
-    ),
-    "modes": (
-        "weyl.diagnostics.modes_cli",
-        "simulate Appendix G's three attention modes and their SEC / entropy signatures",
-    ),
-}
+from weyl.commands.registry import COMMANDS
 
 
 def set_offline_defaults() -> None:

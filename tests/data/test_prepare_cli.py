@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from weyl.data.prepare_cli import main
+from weyl.commands.prepare import main
 
 
 @pytest.mark.parametrize("sub", ["openwebtext", "kjv", "imagenet", "digits", "fashion_mnist"])

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from weyl.commands.modes import FIGURE_NAME, main
 from weyl.diagnostics.collapse import AttentionMode, CollapseThresholds, classify_heads
 from weyl.diagnostics.modes import simulate_attention_modes
-from weyl.diagnostics.modes_cli import FIGURE_NAME, main
 
 # Small twins of Appendix G's (64, 768, 197) keep the test fast; the paper size runs in the CLI.
 SMALL = {"d_q": 32, "d": 256, "num_tokens": 64}

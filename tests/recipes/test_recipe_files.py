@@ -16,12 +16,20 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from tests.recipes.composition import composed
-from weyl.config.compose import config_dir, load_config, recipes_dir
+from tests.recipes.composition import (
+    METHODS,
+    all_recipes,
+    base_recipes,
+    composed,
+    default_method,
+    is_column,
+    named_runs,
+)
+from weyl.config.compose import config_dir, load_config
 
-RECIPES = recipes_dir()
 SWEEPS = config_dir().parent / "sweeps"  # wandb sweep files, not Hydra recipes
-RECIPE_NAMES = sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIPES.rglob("*.yaml"))
+RECIPE_NAMES = named_runs()
+BASES = base_recipes()
 WANDB_SWEEPS = sorted(SWEEPS.glob("*.yaml"))
 # The Hydra τ sweeps and their wandb twins must list the same grid.
 TAU_SWEEPS = {"ablation/gpt2_s_tau": "gpt2_s_tau.yaml", "ablation/swin_s_tau": "swin_s_tau.yaml"}
@@ -34,17 +42,65 @@ def test_recipe_tree_has_every_paper_experiment() -> None:
     assert sum(n.startswith("table1/") for n in RECIPE_NAMES) == 20
     assert sum(n.startswith("appendix/") for n in RECIPE_NAMES) == 9
     assert sum(n.startswith("ablation/") for n in RECIPE_NAMES) == 2
+    # One base per model (a Table 1 column, an appendix model, the CPU demo), one column per
+    # family of Table 2, and the four methods of Table 1.
+    assert BASES == [
+        "appendix/flatten_swin_s_150ep",
+        "appendix/flatten_swin_s_300ep",
+        "appendix/gpt2_l",
+        "appendix/vit_g",
+        "cpu/gpt_cpu",
+        "table1/gpt2_s",
+        "table1/swin_b",
+        "table1/swin_s",
+        "table1/vit_b",
+        "table1/vit_l",
+    ]
+    assert [r for r in all_recipes() if is_column(r)] == ["table2/gpt", "table2/swin", "table2/vit"]
+    assert METHODS == ("adamw2", "adamw_nowarmup", "adamw_warmup", "sigma_reparam_nowarmup")
 
 
-@pytest.mark.parametrize("recipe", RECIPE_NAMES)
+@pytest.mark.parametrize("recipe", RECIPE_NAMES + BASES)
 def test_recipe_composes_and_validates(recipe: str) -> None:
     cfg = composed(f"recipe={recipe}")
     assert cfg.name and cfg.name != "run", "a recipe names its runs"
     assert cfg.run_dir == f"runs/{cfg.name}"
 
 
+@pytest.mark.parametrize("base", BASES)
+def test_base_runs_each_method_under_its_own_name(base: str) -> None:
+    """`weyl train -m recipe=<base> method=a,b,...`: one run per method, none sharing a run_dir."""
+    runs = {m: composed(f"recipe={base}", f"method={m}") for m in METHODS}
+    assert len({r.run_dir for r in runs.values()}) == len(METHODS)
+    for method, cfg in runs.items():
+        assert method in cfg.name, (base, method, cfg.name)
+        assert cfg.logger.wandb.name in (None, cfg.name)  # the CPU demo leaves wandb unnamed
+        assert (cfg.optim.name == "adamw2") == (method == "adamw2")
+        assert cfg.model.sigma_reparam is method.startswith("sigma_reparam")
+    # Without method= a base runs its default method (the paper's: AdamW²).
+    assert composed(f"recipe={base}") == runs[default_method(base)]
+    assert default_method(base) == "adamw2"
+
+
+@pytest.mark.parametrize("column", [r for r in all_recipes() if is_column(r)])
+def test_table2_column_alone_asks_for_a_model(column: str) -> None:
+    from weyl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="You must specify 'model'"):
+        load_config([f"recipe={column}"])
+
+
+def test_method_without_a_recipe_names_the_missing_value() -> None:
+    """A method reads per-model values (τ, warmup) that only a recipe provides."""
+    from weyl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^optim\.tau: .*method\.tau"):
+        load_config(["method=adamw2"])
+
+
 def test_paper_recipe_names_are_unique() -> None:
-    """Two recipes with one name would share a run directory and resume each other."""
+    """Two named runs with one name would share a run directory and resume each other (a base
+    run with a method is the named run of that base and method, so it shares its directory)."""
     names = [composed(f"recipe={r}").name for r in RECIPE_NAMES]
     assert len(names) == len(set(names))
 
@@ -176,3 +232,40 @@ def test_epoch_based_paper_recipe_trains_as_a_shrunk_twin(tmp_path: Path, monkey
     steps = [r["step"] for r in records if "loss" in r]
     # sklearn digits: 1437 training images; 0.05 epochs of 16-image batches = ceil(4.49) updates.
     assert max(steps) == 5, records
+
+
+def test_hydra_multirun_over_methods_runs_each_method(tmp_path: Path) -> None:
+    """`weyl train -m recipe=<base> method=a,b`: one finished run per method, each its own name."""
+    shrink = [
+        "model.n_layer=1",
+        "trainer.global_batch_size=2",
+        "trainer.max_steps=2",
+        "method.warmup_steps=1",  # a per-model value of the recipe, overridden like any key
+        "trainer.precision=fp32",
+        "trainer.device=cpu",
+        "trainer.eval_batches=0",
+        "diagnostics.enabled=false",
+        "logger.progress=false",
+        f"run_dir={tmp_path}/runs/${{name}}",
+    ]
+    env = {**os.environ, "WEYL_DATA_DIR": str(tmp_path / "data"), "WANDB_MODE": "disabled"}
+    argv = ["train", "-m", "recipe=cpu/gpt_cpu", "method=adamw_warmup,adamw2", *shrink]
+    proc = subprocess.run(
+        [sys.executable, "-m", "weyl.cli", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = {}
+    for status in sorted((tmp_path / "runs").rglob("status.json")):
+        assert json.loads(status.read_text())["state"] == "finished", status
+        saved[status.parent] = yaml.safe_load((status.parent / "config.yaml").read_text())
+    names = sorted(config["name"] for config in saved.values())
+    assert names == ["cpu_adamw2", "cpu_adamw_warmup"]
+    by_name = {config["name"]: config for config in saved.values()}
+    assert by_name["cpu_adamw_warmup"]["schedule"]["warmup_steps"] == 1
+    assert by_name["cpu_adamw2"]["optim"]["tau"] == 0.02  # the CPU recipe's τ (NOTES.md)
+    assert "method" not in by_name["cpu_adamw2"]  # resolved into the run's own keys

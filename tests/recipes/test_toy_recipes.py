@@ -25,25 +25,18 @@ import pytest
 import yaml
 
 from tests.data.image_folder import write_image_folder
-from tests.recipes.composition import composed
+from tests.recipes.composition import composed, named_runs
 from weyl.config import build_config
-from weyl.config.compose import load_config, recipes_dir
+from weyl.config.compose import load_config
 from weyl.data.kjv import kjv_verses
 
 WEYL = Path(sys.executable).parent / "weyl"
 STEPS = 3
-RECIPES = recipes_dir()
-TEXT_RECIPES = sorted(
-    str(p.relative_to(RECIPES).with_suffix(""))
-    for d in ("table1", "appendix")
-    for p in (RECIPES / d).glob("gpt2_*.yaml")
-)
-IMAGE_RECIPES = sorted(
-    str(p.relative_to(RECIPES).with_suffix(""))
-    for d in ("table1", "appendix")
-    for p in (RECIPES / d).glob("*.yaml")
-    if not p.name.startswith("gpt2_")
-)
+# The named runs of table1/ and appendix/ (each a model's base with its method fixed; the bases
+# themselves, `recipe=<base> method=<m>`, resolve to exactly these: test_resolved_configs.py).
+PAPER_RUNS = [r for r in named_runs() if r.split("/")[0] in ("table1", "appendix")]
+TEXT_RECIPES = [r for r in PAPER_RUNS if r.split("/")[1].startswith("gpt2_")]
+IMAGE_RECIPES = [r for r in PAPER_RUNS if not r.split("/")[1].startswith("gpt2_")]
 N_DOCUMENTS = 300  # KJV chapters, one document each
 CLASSES = ("n01440764", "n01443537", "n01484850")  # ImageNet-style synset folder names
 TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 2

@@ -7,9 +7,11 @@ import pytest
 import yaml
 from matplotlib import image as mpimg
 
+from weyl.commands.compare import main as main_compare
+from weyl.commands.report import main as main_report
 from weyl.report import figures
-from weyl.report.report_cli import compare_runs, main_compare, main_report, report_run
 from weyl.report.run_data import load_run, run_summary
+from weyl.report.run_reports import compare_runs, report_run
 
 
 def write_run(root, name, crash_at=None, layers=2, steps=60):

@@ -159,9 +159,7 @@ def test_malformed_override_is_one_line(base_env, override, expected):
     assert r.returncode == BAD_INPUT and expected in one_line(r.stderr)
 
 
-def test_unquoted_run_dir_with_a_space_gets_the_quoting_hint_and_quoted_works(
-    base_env, tmp_path
-):
+def test_unquoted_run_dir_with_a_space_gets_the_quoting_hint_and_quoted_works(base_env, tmp_path):
     r = weyl(["train", "recipe=smoke/gpt_tiny", f"run_dir={tmp_path}/a", "b"], base_env)
     assert r.returncode == BAD_INPUT
     assert f"quote the whole override: 'run_dir={tmp_path}/a b'" in one_line(r.stderr)
@@ -231,9 +229,7 @@ def test_adamw_at_lr_10_is_recorded_crashed_within_5_steps(base_env, tmp_path):
 # ------------------------------------------------------------------ Ctrl-C: exit 130
 
 
-def test_ctrl_c_checkpoints_and_the_rerun_matches_an_uninterrupted_run_bitwise(
-    base_env, tmp_path
-):
+def test_ctrl_c_checkpoints_and_the_rerun_matches_an_uninterrupted_run_bitwise(base_env, tmp_path):
     base, run = tmp_path / "base", tmp_path / "run"
     assert weyl(["train", *SHORT, f"run_dir={base}"], base_env).returncode == FINISHED
     proc = start(["train", *SHORT, f"run_dir={run}"], base_env, WEYL_TEST_STEP_SLEEP="0.2")
@@ -284,9 +280,7 @@ def test_ctrl_c_during_set_up_exits_130_in_one_line(base_env, tmp_path):
 # ------------------------------------------------------------------ unexpected errors: exit 1
 
 
-def test_unexpected_error_in_training_is_one_line_and_status_failed(
-    base_env, tmp_path
-):
+def test_unexpected_error_in_training_is_one_line_and_status_failed(base_env, tmp_path):
     run = tmp_path / "run"
     args = ["train", *SHORT, f"run_dir={run}"]
     r = weyl(args, base_env, WEYL_TEST_RAISE_AT_STEP="2")
@@ -299,22 +293,20 @@ def test_unexpected_error_in_training_is_one_line_and_status_failed(
     assert max(losses(run)) == 2  # what was logged before the error is kept
 
 
-def test_any_command_ends_an_uncaught_exception_in_one_line_unless_weyl_debug(
-    monkeypatch, capsys
-):
+def test_any_command_ends_an_uncaught_exception_in_one_line_unless_weyl_debug(monkeypatch, capsys):
     import weyl.cli
+    import weyl.commands.registry
 
     def fails(argv):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setitem(weyl.cli.COMMANDS, "boom", (f"{__name__}:fails", "test"))
+    monkeypatch.setitem(weyl.commands.registry.COMMANDS, "boom", (f"{__name__}:fails", "test"))
     monkeypatch.setattr(sys.modules[__name__], "fails", fails, raising=False)
     monkeypatch.delenv("WEYL_DEBUG", raising=False)
     assert weyl.cli.main(["boom"]) == ERROR
     err = capsys.readouterr().err
     assert err == (
-        "weyl boom: OSError: [Errno 28] No space left on device "
-        "(WEYL_DEBUG=1 for the traceback)\n"
+        "weyl boom: OSError: [Errno 28] No space left on device (WEYL_DEBUG=1 for the traceback)\n"
     )
     monkeypatch.setenv("WEYL_DEBUG", "1")
     with pytest.raises(OSError, match="No space left"):
@@ -371,17 +363,22 @@ def test_wandb_online_from_the_environment_without_network_falls_back_in_one_lin
     assert elapsed < 90, elapsed  # wandb alone used to block ~104 s before its traceback
 
 
+def torch_log_line(line: str) -> bool:
+    """A line of torch's own logging (``W1130 02:15:18.813000 11230 torch/...``)."""
+    head = line.split(" ", 1)[0]
+    return len(head) == 5 and head[0] in "DIWEF" and head[1:].isdigit()
+
+
 @pytest.mark.slow
-def test_ctrl_c_under_torchrun_checkpoints_every_rank_and_records_interrupted(base_env, tmp_path):
-    # A terminal's Ctrl-C goes to the whole foreground process group: torchrun and its workers;
-    # torchrun then forwards SIGINT to the workers once more (the echo the workers ignore).
+def test_ctrl_c_under_weyl_torchrun_checkpoints_every_rank_and_exits_130(base_env, tmp_path):
+    # A terminal's Ctrl-C goes to the whole foreground process group: the launcher and its
+    # workers; torchrun then forwards SIGINT to the workers once more (the echo they ignore).
     from tests.train.fixtures import free_port
 
     run = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-        f"--master-port={free_port()}", "-m", "weyl.cli", "train", *SHORT,
-        "trainer.device=cpu", f"run_dir={run}",
+        str(WEYL), "torchrun", "--nproc-per-node=2", f"--master-port={free_port()}",
+        "train", *SHORT, "trainer.device=cpu", f"run_dir={run}",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,
@@ -391,6 +388,7 @@ def test_ctrl_c_under_torchrun_checkpoints_every_rank_and_records_interrupted(ba
         text=True,
         cwd=REPO,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(lambda: logged_steps(run) >= 3, proc, timeout=240)
@@ -402,13 +400,81 @@ def test_ctrl_c_under_torchrun_checkpoints_every_rank_and_records_interrupted(ba
     assert st["state"] == "interrupted" and "second Ctrl-C" not in st["reason"], err[-3000:]
     step_dir = run / "checkpoints" / f"step_{st['step']:08d}"
     assert {"rank_00000.pt", "rank_00001.pt", "state.pt"} <= {p.name for p in step_dir.iterdir()}
-    assert err.count("weyl train: interrupted at step") == 1  # rank 0 only
-    # torchrun re-raises the signal it got as SignalException: its own exit code is 1
-    assert proc.returncode == 1
+    # rank 0's line alone: no SignalException traceback, no "closing signal" warnings
+    line = one_line("\n".join(x for x in err.splitlines() if not torch_log_line(x)))
+    assert line.startswith(f"weyl train: interrupted at step {st['step']}; checkpoint saved")
+    assert not [x for x in err.splitlines() if torch_log_line(x)], err[-3000:]
+    assert proc.returncode == INTERRUPTED
+
+
+@pytest.mark.distributed
+def test_a_run_that_diverges_under_weyl_torchrun_exits_crashed_with_one_line(base_env, tmp_path):
+    from tests.train.fixtures import free_port
+
+    run = tmp_path / "run"
+    cmd = [
+        str(WEYL), "torchrun", "--nproc-per-node=2", f"--master-port={free_port()}",
+        "train", *SHORT, "trainer.device=cpu", "optim.name=adamw", "optim.lr=10", f"run_dir={run}",
+    ]  # fmt: skip
+    r = subprocess.run(
+        cmd,
+        env=base_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+    )
+    # torchrun alone: ChildFailedError's table and exit 1
+    assert r.returncode == CRASHED, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr, r.stderr[-3000:]
+    line = one_line("\n".join(x for x in r.stderr.splitlines() if not torch_log_line(x)))
+    assert line.startswith("crash at step ") and "divergence" in line, line
+    assert status(run)["state"] == "crashed"
+
+
+def test_weyl_torchrun_rejects_a_bad_config_before_starting_a_worker(base_env, tmp_path):
+    r = weyl(
+        [
+            "torchrun",
+            "--nproc-per-node=2",
+            "train",
+            *SHORT,
+            "optim.lr=-1",
+            f"run_dir={tmp_path / 'r'}",
+        ],
+        base_env,
+    )
+    assert r.returncode == BAD_INPUT
+    assert one_line(r.stderr) == "weyl train: optim.lr: must be > 0, got -1.0"
+    assert not (tmp_path / "r").exists()  # no worker ran
+    r = weyl(["torchrun", "--nproc-per-node=2", "frobnicate"], base_env)
+    assert r.returncode == BAD_INPUT and one_line(r.stderr).startswith(
+        "weyl torchrun: unknown weyl command 'frobnicate'; choose one of: demo, train"
+    )
+    r = weyl(["torchrun", "--nproc-per-node"], base_env)
+    assert r.returncode == BAD_INPUT and "--nproc-per-node" in one_line(r.stderr)
+
+
+def test_weyl_torchrun_exit_codes_follow_the_signal_and_the_workers():
+    from weyl.commands.torchrun import exit_code_for_failures, exit_code_for_signal
+
+    # the code one process exits with after the same signal (weyl.train.signals)
+    assert exit_code_for_signal(signal.SIGINT) == 130 == INTERRUPTED
+    assert {exit_code_for_signal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)} == {
+        PREEMPTED
+    }
+    assert exit_code_for_signal(signal.SIGHUP) == 128 + 1
+    # rank 0 diverged (4); torchrun then SIGTERMed rank 1 before it finished its own line
+    assert exit_code_for_failures({0: CRASHED, 1: -signal.SIGTERM}) == (CRASHED, None)
+    assert exit_code_for_failures({0: BAD_INPUT, 1: ERROR}) == (ERROR, None)
+    code, line = exit_code_for_failures({1: -signal.SIGKILL, 0: -signal.SIGTERM})
+    assert code == ERROR
+    assert line.startswith("rank 0 was killed by SIGTERM (and 1 more) before saying why")
+    assert exit_code_for_failures({3: 77})[1].startswith("rank 3 exited with 77 before saying why")
 
 
 def test_demo_stops_at_a_ctrl_c_with_130_and_runs_nothing_after_it(tmp_path, monkeypatch, capsys):
-    from weyl import demo
+    from weyl.commands import demo
 
     started = []
 
@@ -464,7 +530,11 @@ def test_divergence_bound_holds_from_the_first_update_and_comes_from_the_model_o
     assert "divergence: loss 14.6 > 14.56 = 3 x ln(128)" in guard.check(14.6)
     resumed = CrashGuard(spike_window=50, divergence_bound=bound, bound_origin=origin)
     resumed.load_state_dict(guard.state_dict())
-    assert resumed.state_dict() == guard.state_dict() == {
-        "history": [14.5],
-        "divergence_bound": bound,
-    }
+    assert (
+        resumed.state_dict()
+        == guard.state_dict()
+        == {
+            "history": [14.5],
+            "divergence_bound": bound,
+        }
+    )

@@ -29,7 +29,19 @@ def _alive(pid: int) -> bool:
 def test_sigkill_of_torchrun_stops_both_workers_at_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(run, max_steps=500, ckpt_every=100, micro_batch_size=2, eval_every=500)
-    proc = launch(cfg, nproc=2, env=worker_env(WEYL_TEST_STEP_SLEEP="0.1"), wait=False)
+    cfg.trainer.requeue = True
+    # As if under Slurm: a requeue would call this scontrol, which leaves a trace.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.calls"}\n')
+    scontrol.chmod(0o755)
+    env = worker_env(
+        WEYL_TEST_STEP_SLEEP="0.1",
+        SLURM_JOB_ID="4242",
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    )
+    proc = launch(cfg, nproc=2, env=env, wait=False)
     pids: list[int] = []
     try:
         _wait_for_step(run / "metrics.jsonl", 3, proc)
@@ -50,6 +62,9 @@ def test_sigkill_of_torchrun_stops_both_workers_at_a_checkpoint(tmp_path):
     assert "launcher" in out and "is gone" in out, out[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "preempted", out[-3000:]
+    # whoever killed the launcher meant the job to stop: no requeue of it
+    assert status["reason"].startswith("launcher (pid ") and "not requeued" in status["reason"]
+    assert not (tmp_path / "scontrol.calls").exists()
     last = max(step_records(run))
     assert 3 <= last == status["step"] < 500
     assert latest_checkpoint(run / "checkpoints").name == step_dir_name(last)

@@ -70,3 +70,50 @@ def test_rollback_resumes_from_the_last_good_checkpoint(tmp_path, nan_at_5):
     events = [(r["event"], r["step"]) for r in records if "event" in r]
     assert events == [("crash", 5), ("rollback", 3)]
     assert json.loads((tmp_path / "status.json").read_text())["rollbacks"] == 1
+
+
+def _damage_checkpoints_after_saving(monkeypatch, steps: set[int]) -> None:
+    """Flip bytes in the middle of state.pt right after the checkpoints of ``steps`` are written."""
+    from weyl.train.checkpoint import CheckpointManager
+
+    save = CheckpointManager.save
+
+    def save_then_damage(self, step, shared, rank_state):
+        path = save(self, step, shared, rank_state)
+        if step in steps:
+            state = path / "state.pt"
+            data = bytearray(state.read_bytes())
+            data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+            state.write_bytes(bytes(data))
+        return path
+
+    monkeypatch.setattr(CheckpointManager, "save", save_then_damage)
+
+
+def test_rollback_skips_a_damaged_checkpoint_for_the_next_older_good_one(
+    tmp_path, nan_at_5, monkeypatch
+):
+    _damage_checkpoints_after_saving(monkeypatch, {4})
+    cfg = tiny_config(tmp_path, max_steps=9, ckpt_every=2, on_crash="rollback")
+    summary = run_training(cfg, factories=synthetic_factories())
+    assert summary["state"] == "finished" and summary["rollbacks"] == 1
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    events = [(r["event"], r["step"]) for r in records if "event" in r]
+    assert events == [("crash", 5), ("checkpoint_skipped", 5), ("rollback", 2)]
+    skipped = next(r for r in records if r.get("event") == "checkpoint_skipped")
+    assert skipped["checkpoint_step"] == 4 and "checksum" in skipped["reason"]
+    assert [r["step"] for r in records if "event" not in r] == list(range(1, 10))
+
+
+def test_rollback_without_an_intact_checkpoint_stops_as_crashed_and_says_so(
+    tmp_path, nan_at_5, monkeypatch
+):
+    _damage_checkpoints_after_saving(monkeypatch, {2, 4})
+    cfg = tiny_config(tmp_path, max_steps=9, ckpt_every=2, on_crash="rollback")
+    summary = run_training(cfg, factories=synthetic_factories())
+    assert summary["state"] == "crashed" and summary["exit_code"] == CRASHED
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["step"] == 5 and status["last_good_checkpoint"] is None
+    assert status["reason"].endswith("; no intact checkpoint to roll back to")
+    events = [r["event"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "event" in r]
+    assert events == ["crash", "checkpoint_skipped", "checkpoint_skipped"]

@@ -23,9 +23,12 @@ from weyl.models.model_config import MODEL_CONFIGS, ModelConfig, model_config_cl
 from weyl.value_checks import ConfigError
 
 PRIMARY_CONFIG = "train"
+# The recipe's node of per-model method values (tau, warmup, ...), read by configs/method/*.yaml.
+METHOD_VALUES_KEY = "method"
 # The selectable config groups of configs/ (recipe links to recipes/).
 CONFIG_GROUPS = (
     "recipe",
+    "method",
     "scale",
     "model",
     "data",
@@ -222,6 +225,8 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
         key = getattr(exc, "full_key", "") or "config"
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
     assert isinstance(plain, dict)
+    # The per-model values a method overlay read (configs/method/); resolved into the run's keys.
+    plain.pop(METHOD_VALUES_KEY, None)
     return apply_scale(plain)
 
 

@@ -72,9 +72,12 @@ class TrainConfig:
 @dataclass
 class ComposedConfig(TrainConfig):
     """What Hydra composes (``train_schema`` in its ConfigStore): a :class:`TrainConfig` whose
-    ``model`` / ``data`` come typed from their group file, plus the ``scale`` node that
-    :func:`weyl.config.scale.apply_scale` applies and removes before the run is built."""
+    ``model`` / ``data`` come typed from their group file, plus the ``scale`` and ``method``
+    nodes that are applied and removed before the run is built."""
 
     model: Any = MISSING
     data: Any = MISSING
     scale: Any = None
+    # The recipe's per-model values that a method overlay (configs/method/) reads; resolved into
+    # the run's own keys and dropped by weyl.config.compose.to_plain.
+    method: Any = None

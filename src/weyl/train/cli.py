@@ -31,6 +31,7 @@ from weyl.config.compose import (
     check_override_syntax,
     check_yaml_files,
     compose_raw,
+    compose_run,
     config_dir,
     to_plain,
 )
@@ -240,6 +241,32 @@ def _run_hydra_main(argv: list[str]) -> int:
     return _exit_code
 
 
+def _check_before_hydra(args: argparse.Namespace) -> None:
+    """Hydra reports a broken YAML file (and, for --cfg, a bad key or type) in many lines; say
+    it in one first. A sweep's jobs are each composed (and validated) by Hydra alone."""
+    check_yaml_files(args.overrides)
+    if args.cfg and not args.multirun:
+        compose_raw(args.overrides)
+
+
+def check_arguments(argv: list[str]) -> int:
+    """What ``weyl train argv`` would refuse before starting: 0, or the one line and exit code 2.
+    A single run's config is composed and validated; a sweep's files are checked.
+
+    Run by ``weyl torchrun`` before it starts any worker (each worker then composes its own).
+    """
+    try:
+        args = parse_args(argv)
+        check_override_syntax(args.overrides)
+        if uses_hydra_main(args):
+            _check_before_hydra(args)
+        else:
+            compose_run(args.overrides)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """``weyl train``: one run through :func:`weyl.train.launch.launch_recipe`, or Hydra's main."""
     if any(a in ("-h", "--help") for a in argv):
@@ -250,11 +277,7 @@ def main(argv: list[str]) -> int:
         check_override_syntax(args.overrides)
         hydra_main = uses_hydra_main(args)
         if hydra_main:
-            # Hydra reports a broken YAML file (and, for --cfg, a bad key or type) in many
-            # lines; say it in one first. A sweep's jobs are each composed by Hydra alone.
-            check_yaml_files(args.overrides)
-            if args.cfg and not args.multirun:
-                compose_raw(args.overrides)
+            _check_before_hydra(args)
     except ConfigError as exc:
         return _fail(str(exc))
     code = _run_hydra_main(argv) if hydra_main else _run_single(args.overrides, argv)

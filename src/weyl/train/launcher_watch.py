@@ -25,12 +25,15 @@ POLL_S = 0.2
 GRACE_S = 60.0
 
 _watcher: threading.Thread | None = None
+_dead_launcher: int | None = None  # set before the SIGTERM, so the trainer can tell it apart
 
 
 def _watch(parent: int, grace_s: float) -> None:
+    global _dead_launcher
     stop = threading.Event()  # only ever waited on: an interruptible sleep
     while os.getppid() == parent:
         stop.wait(POLL_S)
+    _dead_launcher = parent
     log.error(
         "launcher (pid %d) is gone: stopping this worker (SIGTERM now, SIGKILL in %.0f s)",
         parent,
@@ -39,6 +42,12 @@ def _watch(parent: int, grace_s: float) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     stop.wait(grace_s)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dead_launcher() -> int | None:
+    """The pid of this worker's launcher once the watch saw it die (its SIGTERM is not a
+    preemption: whoever killed the launcher meant the job to stop, so it is not requeued)."""
+    return _dead_launcher
 
 
 def watch_launcher(grace_s: float = GRACE_S) -> bool:

@@ -28,6 +28,7 @@ from weyl.config import TrainConfig
 from weyl.diagnostics.optimizer_view import lr_summary
 from weyl.train import fault_injection
 from weyl.train.checkpoint import (
+    CheckpointError,
     CheckpointManager,
     load_model_optimizer_state,
     model_optimizer_state,
@@ -37,6 +38,7 @@ from weyl.train.checkpoint import (
 from weyl.train.crash_guard import CrashGuard, divergence_bound_for
 from weyl.train.distributed import DistContext, is_fsdp
 from weyl.train.exit_codes import CRASHED, INTERRUPTED
+from weyl.train.launcher_watch import dead_launcher
 from weyl.train.loggers import MetricLoggers
 from weyl.train.run_status import write_status
 from weyl.train.schedule import LRSchedule
@@ -471,8 +473,11 @@ class Trainer:
             import signal as _signal
 
             reason = f"signal {_signal.Signals(self.preemption.signum).name}"
+        launcher = dead_launcher()
+        if launcher is not None:
+            reason = f"launcher (pid {launcher}) died; not requeued"
         self._status("preempted", reason)
-        if self.ctx.is_main and self.p.requeue and slurm_job_id() is not None:
+        if self.ctx.is_main and self.p.requeue and slurm_job_id() is not None and launcher is None:
             requeue_slurm_job()
         return self.summary("preempted", exit_code=PREEMPTED_EXIT_CODE, reason=reason)
 
@@ -496,26 +501,51 @@ class Trainer:
             )
         latest = self.p.checkpoints.latest()
         if self.cfg.on_crash == "rollback" and self.rollbacks < self.p.max_rollbacks and latest:
-            rollbacks = self.rollbacks + 1
-            # Keep the data stream where it is: replaying the same batches would replay the crash.
-            self.restore(latest, restore_stream=False)
-            self.rollbacks = rollbacks
-            if self.ctx.is_main and self.p.loggers.jsonl is not None:
-                self.p.loggers.jsonl.truncate_after(self.step, keep_events=True)
-                self.p.loggers.log(
-                    {
-                        "step": self.step,
-                        "event": "rollback",
-                        "reason": reason,
-                        "crash_step": at_step,
-                        "rollbacks": self.rollbacks,
-                    }
-                )
-            self._status("running", f"rolled back from step {at_step}: {reason}")
-            return None
+            good = self._newest_good_checkpoint(at_step)
+            if good is not None:
+                rollbacks = self.rollbacks + 1
+                # Keep the data stream where it is: replaying the same batches replays the crash.
+                self.restore(good, restore_stream=False)
+                self.rollbacks = rollbacks
+                if self.ctx.is_main and self.p.loggers.jsonl is not None:
+                    self.p.loggers.jsonl.truncate_after(self.step, keep_events=True)
+                    self.p.loggers.log(
+                        {
+                            "step": self.step,
+                            "event": "rollback",
+                            "reason": reason,
+                            "crash_step": at_step,
+                            "rollbacks": self.rollbacks,
+                        }
+                    )
+                self._status("running", f"rolled back from step {at_step}: {reason}")
+                return None
+            reason, latest = f"{reason}; no intact checkpoint to roll back to", None
         self.step = at_step
         self._status("crashed", reason, last_good_checkpoint=str(latest) if latest else None)
         return self.summary("crashed", exit_code=CRASHED, reason=reason)
+
+    def _newest_good_checkpoint(self, at_step: int) -> Path | None:
+        """The checkpoint a rollback goes back to: the newest one every rank can verify and
+        load; damaged newer ones are skipped (one warning and a ``checkpoint_skipped`` event
+        each), as a resume does. None when no checkpoint is intact."""
+        try:
+            good = self.p.checkpoints.load_newest_good()
+        except CheckpointError as err:
+            log.error("rollback impossible: %s", err)
+            good = None
+        if self.ctx.is_main:
+            for skipped in self.p.checkpoints.skipped:
+                self.p.loggers.log(
+                    {
+                        "step": at_step,
+                        "event": "checkpoint_skipped",
+                        "path": str(skipped.path),
+                        "checkpoint_step": skipped.step,
+                        "reason": skipped.reason,
+                    }
+                )
+        return good
 
 
 def unwrap_compiled(model: nn.Module) -> nn.Module:

@@ -1,13 +1,15 @@
-"""``weyl report RUN_DIR`` and ``weyl compare RUN_DIR...``: the paper's figures without wandb."""
+"""A run directory's report and a comparison of runs, written as figures and Markdown.
+
+The library behind ``weyl report`` and ``weyl compare`` (and the demo's comparison): the
+paper's figures from the runs' own logs, without wandb.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from weyl.command_parser import CommandParser
 from weyl.report.run_data import load_run, run_summary
 from weyl.report.tables import summary_table
 
@@ -85,46 +87,3 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> tuple[l
     (out / "compare.md").write_text(f"# Comparison\n\n{table}\n\n![comparison]({png.name})\n")
     (out / "compare.json").write_text(json.dumps(summaries, indent=1) + "\n")
     return summaries, png
-
-
-def main_report(argv: list[str]) -> int:
-    parser = CommandParser(
-        prog="weyl report",
-        description="Render a run directory's figures (Fig. 1, 2/3, 4, 15) and a Markdown summary.",
-    )
-    parser.add_argument("run_dir")
-    parser.add_argument("--out", help="output directory (default RUN_DIR/report)")
-    parser.add_argument(
-        "--layers", nargs="*", help="blocks to detail, e.g. L00 L06 L11 (default first/middle/last)"
-    )
-    parser.add_argument(
-        "--steps", nargs="*", type=int, help="steps for the SEC and attention-map panels"
-    )
-    args = parser.parse_args(argv)
-    try:
-        written = report_run(args.run_dir, args.out, args.layers, args.steps)
-    except FileNotFoundError as exc:
-        print(f"weyl report: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} files to {written['markdown'].parent}")
-    return 0
-
-
-def main_compare(argv: list[str]) -> int:
-    parser = CommandParser(
-        prog="weyl compare",
-        description="Overlay runs (e.g. warmup vs no-warmup) and print a comparison table.",
-    )
-    parser.add_argument("run_dirs", nargs="+")
-    parser.add_argument(
-        "--out", default="runs/compare", help="output directory (default runs/compare)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        summaries, png = compare_runs(args.run_dirs, args.out)
-    except FileNotFoundError as exc:
-        print(f"weyl compare: {exc}", file=sys.stderr)
-        return 2
-    print(summary_table(summaries))
-    print(f"\nfigure: {png}")
-    return 0

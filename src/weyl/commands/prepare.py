@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from weyl.command_parser import CommandParser
+from weyl.commands.command_parser import CommandParser
 from weyl.data.locations import DATA_DIR_ENV, data_root, default_text_dir
 from weyl.data.openwebtext import DEFAULT_DOCS_PER_SHARD
 from weyl.data.prepare_progress import DEFAULT_EVERY_S

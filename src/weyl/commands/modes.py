@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from weyl.command_parser import CommandParser
-from weyl.diagnostics.modes import ModeResult, simulate_attention_modes
+from weyl.commands.command_parser import CommandParser
+from weyl.diagnostics.modes import simulate_attention_modes
+from weyl.report.attention_modes import modes_table, plot_attention_modes
 
 FIGURE_NAME = "attention_modes.png"
 
@@ -40,54 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def format_table(results: list[ModeResult]) -> str:
-    """The numbers of each mode as a fixed-width text table."""
-    s_values = sorted(results[0].sec)
-    head = ["mode", "entropy", "erank", "erank/N", "σ1(WqᵀWk)"] + [f"SEC s={s}" for s in s_values]
-    head.append("label")
-    rows = [
-        [
-            r.name,
-            f"{r.entropy:.4f}",
-            f"{r.erank:.2f}",
-            f"{r.erank_fraction:.3f}",
-            f"{r.qk_sigma1:.4g}",
-            *[f"{r.sec[s]:.4f}" for s in s_values],
-            r.label.name.lower(),
-        ]
-        for r in results
-    ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
-
-
-def write_figure(results: list[ModeResult], path: Path) -> None:
-    """Save the three maps side by side, each titled with its numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5.4))
-    for ax, r in zip(axes, results):
-        ax.imshow(r.attention.numpy(), cmap="viridis", interpolation="nearest")
-        s_max = max(r.sec)
-        ax.set_title(
-            f"{r.name} → {r.label.name.lower()}\n"
-            f"entropy {r.entropy:.3f}  erank {r.erank:.1f} ({r.erank_fraction:.2f}·N)\n"
-            f"σ1(WqᵀWk) {r.qk_sigma1:.3g}  SEC(s={s_max}) {r.sec[s_max]:.3f}",
-            fontsize=10,
-        )
-        ax.set_xlabel("key")
-        ax.set_ylabel("query")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def main(argv: list[str]) -> int:
     """Entry point of ``weyl modes``; returns the process exit status."""
     args = build_parser().parse_args(argv)
@@ -104,9 +57,9 @@ def main(argv: list[str]) -> int:
     except ValueError as err:
         print(f"weyl modes: {err}", file=sys.stderr)
         return 2
-    print(format_table(results))
+    print(modes_table(results))
     if args.out is not None:
         path = args.out / FIGURE_NAME
-        write_figure(results, path)
+        plot_attention_modes(results, path)
         print(f"wrote {path}")
     return 0
