@@ -1,5 +1,10 @@
 """Crash-safe file replacement: a reader sees the old file or the new one, never a torn one.
 
+The one implementation of write-then-rename in weyl: :func:`write_durably` for bytes or text,
+:func:`replace_durably` for a writer callback (``torch.save``). A replacement is written first
+to :func:`temp_path` (``.tmp-<name>`` beside the file), a name that marks a killed write's
+leftover for clean-up.
+
 A failed write (disk full, permission denied) leaves no temporary file behind and surfaces as an
 ``OSError`` that names the file, even where the failing library (``torch.save``) wrapped it.
 """
@@ -11,6 +16,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+TMP_PREFIX = ".tmp-"
 
 
 def fsync_dir(path: Path) -> None:
@@ -68,6 +75,20 @@ def replace_durably(path: Path, tmp: Path, write: Callable[[BinaryIO], object]) 
             raise
         raise named from err
     fsync_dir(path.parent)
+
+
+def temp_path(path: Path) -> Path:
+    """``.tmp-<name>`` beside ``path``: where the replacement of ``path`` is written first."""
+    return path.with_name(TMP_PREFIX + path.name)
+
+
+def write_durably(path: Path, data: bytes | str) -> None:
+    """Replace ``path`` by ``data`` (text as UTF-8) through :func:`temp_path`, crash-safely.
+
+    Failures behave as in :func:`replace_durably`: ``path`` is left as it was, no temp file.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    replace_durably(path, temp_path(path), lambda f: f.write(raw))
 
 
 def overwrite_in_place(path: Path, data: bytes) -> None:

@@ -91,6 +91,84 @@ def test_batched_matches_plain_loop_reference_over_100_steps(wd):
         torch.testing.assert_close(pa, pb, rtol=0.02, atol=1e-3, msg=name)
 
 
+def test_tau_changed_between_steps_takes_effect_like_the_reference():
+    """A τ schedule writes ``group["tau"]`` between steps, as LR schedulers write ``lr``."""
+    a, b = _model(), _model()
+    kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    ours = AdamW2(a.parameters(), power_iters=3, sigma_floor=1e-2, tau=0.003, **kw)
+    ref = ReferenceAdamW2(b.parameters(), sigma_floor=1e-2, tau=0.003, **kw)
+    phases = [(0, 0.003), (25, 0.006), (35, None)]
+    fired: dict[float | None, int] = {}
+    for s in range(45):
+        tau = next(t for start, t in reversed(phases) if s >= start)
+        ours.param_groups[0]["tau"] = tau
+        ref.tau = tau
+        for m, o in ((a, ours), (b, ref)):
+            for p in m.parameters():
+                p.grad = None
+            loss_of(m, 0).backward()
+            o.step()
+        rep = ours.lr_report()
+        lrs = [rep[f"g0.p{i}"]["lr_eff"] for i in range(len(ref.lr_eff))]
+        fired[tau] = fired.get(tau, 0) + sum(x < 1e-2 for x in ref.lr_eff)
+        if tau is None:
+            assert lrs == [1e-2] * len(lrs) and ref.lr_eff == lrs
+            assert all(math.isnan(r["sigma_weight"]) for r in rep.values())
+        elif s >= 10:  # after the vectors have warmed up (see the test above)
+            assert lrs == pytest.approx(ref.lr_eff, rel=0.02), s
+        if s == 34:  # before unclipped steps at lr 1e-2 amplify the 2% tolerance
+            for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+                torch.testing.assert_close(pa, pb, rtol=0.02, atol=1e-3, msg=name)
+    assert fired[0.003] > 100 and fired[0.006] > 100 and fired[None] == 0
+
+
+def test_clip_rule_is_built_once_per_group_not_per_step(monkeypatch):
+    from weyl.optim import WeylClip
+
+    built = []
+    validate = WeylClip.__post_init__
+    monkeypatch.setattr(WeylClip, "__post_init__", lambda self: built.append(validate(self)))
+    model = _model()
+    groups = [
+        {"params": list(model.encoder.parameters())},
+        {"params": list(model.head.parameters()), "tau": 0.02},
+    ]
+    opt = AdamW2(groups, lr=1e-2, tau=0.01)
+    assert len(built) == 2
+    _train(model, opt, 4)
+    assert len(built) == 2
+    opt.param_groups[1]["tau"] = 0.03
+    _train(model, opt, 2, start=4)
+    assert len(built) == 3
+    opt.load_state_dict(opt.state_dict())
+    assert len(built) == 5
+
+
+def test_bad_tau_set_between_steps_names_the_group():
+    model = _model()
+    opt = AdamW2(model.parameters(), lr=1e-2, tau=0.01)
+    _train(model, opt, 1)
+    opt.param_groups[0]["tau"] = -0.5
+    with pytest.raises(ValueError, match=r"param group 0: tau=-0.5: must be > 0"):
+        _train(model, opt, 1, start=1)
+
+
+def test_loaded_state_dict_brings_its_groups_tau():
+    a, b = _model(), _model()
+    off = AdamW2(a.parameters(), lr=3e-3, tau=None)
+    _train(a, off, 2)
+    ours = AdamW2(b.parameters(), lr=3e-3, tau=0.001)
+    b.load_state_dict(a.state_dict())
+    # Copies: a loaded state dict shares its tensors with the optimizer it came from.
+    ours.load_state_dict(copy.deepcopy(off.state_dict()))
+    ref = torch.optim.AdamW(a.parameters(), lr=3e-3, foreach=True)
+    ref.load_state_dict(copy.deepcopy(off.state_dict()))  # tau & co. are carried, not used
+    _train(a, ref, 3, start=2)
+    _train(b, ours, 3, start=2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+
+
 def test_state_dict_round_trip_continues_bitwise():
     model = _model()
     opt = AdamW2(model.parameters(), lr=2e-2, tau=0.01)

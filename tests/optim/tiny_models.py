@@ -58,7 +58,10 @@ def exact_sigma(t: Tensor) -> float:
 
 
 class ReferenceAdamW2:
-    """Algorithm 1 as a plain per-tensor loop with exact σ₁ (float64 SVD) and the σ floor."""
+    """Algorithm 1 as a plain per-tensor loop with exact σ₁ (float64 SVD) and the σ floor.
+
+    ``tau`` may be changed between steps; ``None`` is plain AdamW.
+    """
 
     def __init__(self, params, lr, betas, eps, weight_decay, tau, sigma_floor) -> None:
         self.params = list(params)
@@ -84,7 +87,7 @@ class ReferenceAdamW2:
             alpha = self.lr
             s_d = exact_sigma(delta)
             s_w = max(exact_sigma(p), self.floor)
-            if s_d > 0 and alpha * s_d / s_w > self.tau:
+            if self.tau is not None and s_d > 0 and alpha * s_d / s_w > self.tau:
                 alpha = self.tau * s_w / s_d
             self.lr_eff.append(alpha)
             p.sub_(alpha * delta + alpha * self.wd * p)

@@ -28,6 +28,11 @@ def test_offline_wandb_run_has_the_config_and_metric_keys(tmp_path, monkeypatch)
         ]
     )
     assert run_training(cfg)["state"] == "finished"
+    # finish() returns before wandb's service process has flushed the run file; a process that
+    # exits shuts the service down first (atexit), which is what teardown does here.
+    import wandb
+
+    wandb.teardown()
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     run = read_offline_run(offline[0])

@@ -9,7 +9,7 @@ import yaml
 from tests.train.cli_runs import TINY, fill_up, reference_run, stderr_lines, tmpfs, weyl_train
 from tests.train.fixtures import assert_same_trajectory, step_records
 from weyl.cli import main as weyl_main
-from weyl.durable_files import replace_durably
+from weyl.durable_files import replace_durably, temp_path, write_durably
 from weyl.train.loggers import JsonlLogger
 from weyl.train.run_status import read_status, write_status
 
@@ -106,3 +106,13 @@ def test_status_json_of_a_failed_start_keeps_the_previous_state(tmp_path):
     status = json.loads((tmp_path / "status.json").read_text())
     assert (status["state"], status["previous_state"]) == ("failed", "finished")
     assert not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_write_durably_replaces_text_and_bytes_through_one_temp_name(tmp_path):
+    target = tmp_path / "status.json"
+    write_durably(target, "old ✓\n")
+    assert target.read_bytes() == "old ✓\n".encode()
+    write_durably(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert temp_path(target) == tmp_path / ".tmp-status.json"  # what the launcher cleans up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]

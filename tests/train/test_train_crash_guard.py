@@ -117,3 +117,17 @@ def test_rollback_without_an_intact_checkpoint_stops_as_crashed_and_says_so(
     assert status["reason"].endswith("; no intact checkpoint to roll back to")
     events = [r["event"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "event" in r]
     assert events == ["crash", "checkpoint_skipped", "checkpoint_skipped"]
+
+
+def test_fault_hooks_stay_the_no_op_unless_a_fault_variable_is_set():
+    try:
+        fault_injection.reset()
+        fault_injection.install_from_env({"WEYL_TEST_WORKERS": "2", "PATH": "/bin"})
+        assert type(fault_injection.hooks) is fault_injection.NoFaults
+        fault_injection.install_from_env({"WEYL_TEST_INJECT_NAN_AT_STEP": "3"})
+        fired = [fault_injection.hooks.replace_loss_with_nan(u) for u in (2, 3, 3)]
+        assert fired == [False, True, False]  # once per process
+        fault_injection.install_from_env({"WEYL_TEST_INJECT_NAN_AT_STEP": "3"})
+        assert not fault_injection.hooks.replace_loss_with_nan(3)  # kept, not re-armed
+    finally:
+        fault_injection.reset()

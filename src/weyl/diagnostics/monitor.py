@@ -60,7 +60,7 @@ from weyl.models.attention_view import (
     AttentionLayerView,
     attention_views,
     capture_attention,
-    unwrap_model,
+    viewed_model,
 )
 
 DEFAULT_SEC_S = (1, 2, 4, 8)
@@ -231,7 +231,7 @@ class Diagnostics:
 
     def _probe(self, views: list[AttentionLayerView]) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Attention maps on the probe batch and the x / ∂L/∂x terms."""
-        inner = unwrap_model(self.model)
+        inner = viewed_model(self.model)
         maps: dict[str, Tensor] = {}
         terms: dict[str, float] = {}
         want_terms = self.cfg.terms

@@ -18,7 +18,7 @@ from statistics import fmean
 
 from torch import nn
 
-from weyl.models.attention_view import AttentionLayerView, unwrap_model
+from weyl.models.attention_view import AttentionLayerView, viewed_model
 
 # Wrapper prefixes that the optimizer's names may carry and the unwrapped model's do not.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -37,7 +37,7 @@ def _canonical(name: str) -> str:
 
 def parameter_layers(model: nn.Module, views: list[AttentionLayerView]) -> dict[str, str]:
     """Map each parameter name of ``model`` (wrappers stripped) to its layer name or ``other``."""
-    inner = unwrap_model(model)
+    inner = viewed_model(model)
     module_paths = {id(m): path for path, m in inner.named_modules()}
     owner: dict[str, str] = {}
     for view in views:

@@ -1,7 +1,9 @@
 """The paper's models (GPT-2, timm ViT/Swin, Flatten-Swin), σReparam and the attention view.
 
-Building a model (:func:`build_model`) registers the attention-view builders of every family.
-Names load on first use (:mod:`weyl.lazy_exports`): ``weyl.models.model_config`` stays light.
+The attention-view builders and Transformer-block lists (:mod:`weyl.models.transformer_blocks`)
+of timm's families register when their modules load: on :func:`build_model`, or on the first
+lookup. Names load on first use (:mod:`weyl.lazy_exports`): ``weyl.models.model_config`` stays
+light.
 """
 
 from weyl.lazy_exports import lazy_exports
@@ -11,7 +13,7 @@ _EXPORTS = {
     "attention_views": "weyl.models.attention_view",
     "capture_attention": "weyl.models.attention_view",
     "probe_attention": "weyl.models.attention_view",
-    "unwrap_model": "weyl.models.attention_view",
+    "viewed_model": "weyl.models.attention_view",
     "MODEL_CONFIGS": "weyl.models.model_config",
     "BUILDERS": "weyl.models.factory",
     "build_model": "weyl.models.factory",

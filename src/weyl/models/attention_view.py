@@ -20,6 +20,7 @@ Conventions (paper notation, W_q ∈ R^{d_q×d} so that q = W_q x):
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -70,32 +71,36 @@ def register_view(matches: Callable[[nn.Module], bool], builder: ViewBuilder) ->
     _BUILDERS.append((matches, builder))
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
-def attention_views(model: nn.Module) -> list[AttentionLayerView]:
-    """Return the attention layers of any supported model, in depth order."""
-    model = unwrap_model(model)
-    own = getattr(model, "attention_views", None)
-    if callable(own):
-        return own()
+def _find_view(model: nn.Module) -> tuple[nn.Module, Callable[[], list[AttentionLayerView]]]:
+    """The outermost module of ``model`` with a view, and the call that builds the view."""
     from weyl.models import swin, vit  # noqa: F401 - timm's views register on import (lazy package)
 
-    for matches, builder in _BUILDERS:
-        if matches(model):
-            return builder(model)
+    for module in model.modules():
+        own = getattr(module, "attention_views", None)
+        if callable(own):
+            # torch.compile's wrapper forwards attribute reads to the model it wraps.
+            return getattr(own, "__self__", module), own
+        for matches, builder in _BUILDERS:
+            if matches(module):
+                return module, functools.partial(builder, module)
     raise TypeError(
         f"no attention view for {type(model).__name__}: implement `attention_views()` on the "
         "model or register a builder with weyl.models.attention_view.register_view"
     )
+
+
+def viewed_model(model: nn.Module) -> nn.Module:
+    """The module the views describe: ``model``, or the outermost submodule with a view.
+
+    A wrapper (DDP's ``.module``, ``torch.compile``'s ``._orig_mod``) is so seen through
+    without the view knowing any wrapper.
+    """
+    return _find_view(model)[0]
+
+
+def attention_views(model: nn.Module) -> list[AttentionLayerView]:
+    """Return the attention layers of any supported model, in depth order."""
+    return _find_view(model)[1]()
 
 
 @contextlib.contextmanager

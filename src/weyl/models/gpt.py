@@ -161,6 +161,10 @@ class GPT(nn.Module):
             x = block(x)
         return self.lm_head(self.ln_f(x))
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The residual blocks in depth order (what FSDP2 shards one by one)."""
+        return list(self.blocks)
+
     def attention_views(self) -> list[AttentionLayerView]:
         """The attention view of every block (see :mod:`weyl.models.attention_view`)."""
         views = []

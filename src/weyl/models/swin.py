@@ -20,6 +20,7 @@ from weyl.models.attention_view import AttentionLayerView, register_view
 from weyl.models.flatten_attention import FocusedLinearAttention
 from weyl.models.model_config import SwinModelConfig
 from weyl.models.timm_views import timm_block_view
+from weyl.models.transformer_blocks import register_blocks
 from weyl.models.weight_init import XAVIER_INITS, reinit_linears
 
 
@@ -84,3 +85,7 @@ def _is_timm_swintransformer(m: nn.Module) -> bool:
 
 
 register_view(_is_timm_swintransformer, swin_attention_views)
+register_blocks(
+    _is_timm_swintransformer,
+    lambda model: [block for stage in model.layers for block in stage.blocks],
+)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 from weyl.models.attention_view import AttentionLayerView, register_view
 from weyl.models.model_config import ViTModelConfig
 from weyl.models.timm_views import timm_block_view
+from weyl.models.transformer_blocks import register_blocks
 from weyl.models.weight_init import XAVIER_INITS, reinit_linears
 
 
@@ -60,3 +61,4 @@ def _is_timm_visiontransformer(m: nn.Module) -> bool:
 
 
 register_view(_is_timm_visiontransformer, vit_attention_views)
+register_blocks(_is_timm_visiontransformer, lambda model: list(model.blocks))

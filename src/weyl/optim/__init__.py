@@ -24,6 +24,8 @@ _EXPORTS = {
     "DEFAULT_TAU": "weyl.optim.weyl_clip",
     "SpectrallyClippedOptimizer": "weyl.optim.weyl_clip",
     "WeylClip": "weyl.optim.weyl_clip",
+    "clip_off": "weyl.optim.weyl_clip",
+    "clip_rule": "weyl.optim.weyl_clip",
 }
 __all__ = sorted(_EXPORTS)
 lazy_exports(__name__, _EXPORTS)

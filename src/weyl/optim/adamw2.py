@@ -29,7 +29,6 @@ via distributed power iteration, see :mod:`weyl.optim.spectral_norm`).
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -38,7 +37,12 @@ import torch
 from torch import Tensor
 
 from weyl.optim.spectral_norm import local_tensor, shard_layout
-from weyl.optim.weyl_clip import DEFAULT_SIGMA_FLOOR, DEFAULT_TAU, SpectrallyClippedOptimizer
+from weyl.optim.weyl_clip import (
+    DEFAULT_SIGMA_FLOOR,
+    DEFAULT_TAU,
+    SpectrallyClippedOptimizer,
+    WeylClip,
+)
 
 # Below this weight decay −ΔW/λ could overflow fp32/bf16: decay and step are applied apart.
 _MIN_FOLDED_DECAY = 1e-20
@@ -82,7 +86,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _step_bucket(self, gi: int, group: dict[str, Any], indices: list[int]) -> None:
+    def _step_bucket(
+        self, gi: int, group: dict[str, Any], rule: WeylClip | None, indices: list[int]
+    ) -> None:
         params = [group["params"][pi] for pi in indices]
         beta1, beta2 = group["betas"]
         lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
@@ -108,13 +114,12 @@ class AdamW2(SpectrallyClippedOptimizer):
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
 
-        tau = group["tau"]
-        if tau is None or not math.isfinite(tau):
-            # torch.optim.AdamW's own arithmetic, op for op.
+        if rule is None:
+            # Clip off: torch.optim.AdamW's own arithmetic, op for op.
             denom = torch._foreach_sqrt(exp_avg_sqs)
             torch._foreach_div_(denom, bc2_sqrt)
             torch._foreach_add_(denom, eps)
-            self._clipped_lrs(gi, group, indices, params, weights, denom, None, [])
+            self._record_unclipped(gi, group, indices, weights[0].device)
             if wd != 0:
                 torch._foreach_mul_(weights, 1 - lr * wd)
             torch._foreach_addcdiv_(weights, exp_avgs, denom, [(lr / b) * -1 for b in bc1])
@@ -145,8 +150,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         # updates = −ΔW/λ (folded) or ΔW: σ̂₁(ΔW) = λ·σ̂₁(updates) or σ̂₁(updates).
         scale = torch.full((len(ks),), wd if fold else 1.0, dtype=torch.float32, device=device)
         layouts = [shard_layout(p) for p in params]
-        lr_eff = self._clipped_lrs(gi, group, indices, params, weights, updates, scale, layouts)
-        assert lr_eff is not None
+        lr_eff = self._clipped_lrs(
+            rule, gi, group, indices, params, weights, updates, scale, layouts
+        )
         if device.type == "cpu":
             # On the CPU one list read is a memcpy (no device to wait for) and lets the update
             # use torch's scalar-list kernels.

@@ -13,14 +13,18 @@ Weight decay is decoupled (SGDW, Loshchilov & Hutter), as in Algorithm 1; with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from weyl.optim.spectral_norm import local_tensor, shard_layout
-from weyl.optim.weyl_clip import DEFAULT_SIGMA_FLOOR, DEFAULT_TAU, SpectrallyClippedOptimizer
+from weyl.optim.weyl_clip import (
+    DEFAULT_SIGMA_FLOOR,
+    DEFAULT_TAU,
+    SpectrallyClippedOptimizer,
+    WeylClip,
+)
 
 
 class SGDW2(SpectrallyClippedOptimizer):
@@ -58,7 +62,9 @@ class SGDW2(SpectrallyClippedOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _step_bucket(self, gi: int, group: dict[str, Any], indices: list[int]) -> None:
+    def _step_bucket(
+        self, gi: int, group: dict[str, Any], rule: WeylClip | None, indices: list[int]
+    ) -> None:
         params = [group["params"][pi] for pi in indices]
         lr, wd, mu = float(group["lr"]), group["weight_decay"], group["momentum"]
         weights = [local_tensor(p) for p in params]
@@ -78,16 +84,16 @@ class SGDW2(SpectrallyClippedOptimizer):
         else:
             directions = grads
 
-        tau = group["tau"]
-        if tau is None or not math.isfinite(tau):
-            self._clipped_lrs(gi, group, indices, params, weights, directions, None, [])
+        if rule is None:
+            self._record_unclipped(gi, group, indices, weights[0].device)
             if wd != 0:
                 torch._foreach_mul_(weights, 1 - lr * wd)
             torch._foreach_add_(weights, directions, alpha=-lr)
             return
         layouts = [shard_layout(p) for p in params]
-        lr_eff = self._clipped_lrs(gi, group, indices, params, weights, directions, None, layouts)
-        assert lr_eff is not None
+        lr_eff = self._clipped_lrs(
+            rule, gi, group, indices, params, weights, directions, None, layouts
+        )
         if wd != 0:
             torch._foreach_mul_(weights, list((1 - lr_eff * wd).unbind(0)))
         torch._foreach_addcmul_(weights, directions, list((-lr_eff).unbind(0)))

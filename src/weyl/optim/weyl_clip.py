@@ -53,44 +53,35 @@ _VEC_KEYS = ("sigma_vec_weight", "sigma_vec_update")
 _REPORT_ROWS = ("lr", "lr_eff", "clipped", "sigma_weight", "sigma_update")
 
 
-def tau_enabled(tau: float | None) -> bool:
-    """Whether a τ value turns the clip on (``None`` and ``inf`` turn it off)."""
-    return tau is not None and math.isfinite(tau)
+def clip_off(tau: float | None) -> bool:
+    """Whether a τ value turns the clip off (``None`` or ``inf``): the one place that decides it."""
+    return tau is None or tau == math.inf
 
 
 @dataclass(frozen=True)
 class WeylClip:
-    """Algorithm 1 lines 6–9 as a rule: the clipped learning rate from σ̂₁ of W and ΔW."""
+    """Algorithm 1 lines 6–9 as a rule: the clipped learning rate from σ̂₁ of W and ΔW.
 
-    tau: float | None = DEFAULT_TAU
+    A rule is always on; a group with the clip off has no rule (see :func:`clip_rule`).
+    """
+
+    tau: float = DEFAULT_TAU
     sigma_floor: float = DEFAULT_SIGMA_FLOOR
     power_iters: int = 1
 
     def __post_init__(self) -> None:
-        if self.tau is not None and not self.tau > 0:
+        if clip_off(self.tau) or not self.tau > 0:
             raise ValueError(f"tau={self.tau}: must be > 0, or None/inf to disable the clip")
         if not self.sigma_floor >= 0:
             raise ValueError(f"sigma_floor={self.sigma_floor}: must be ≥ 0")
         if self.power_iters < 1:
             raise ValueError(f"power_iters={self.power_iters}: must be ≥ 1")
 
-    @classmethod
-    def from_group(cls, group: dict[str, Any]) -> WeylClip:
-        """The rule configured by a param group's ``tau``/``sigma_floor``/``power_iters``."""
-        return cls(group["tau"], group["sigma_floor"], group["power_iters"])
-
-    @property
-    def enabled(self) -> bool:
-        """False when τ is None or inf."""
-        return tau_enabled(self.tau)
-
     def effective_lr(
         self, lr: float | Tensor, sigma_weight: Tensor, sigma_update: Tensor
     ) -> tuple[Tensor, Tensor]:
         """``(α_eff, fired)`` per tensor: ``min(lr, τ·max(σW, floor)/σΔ)`` and ``lr > limit``."""
         lr_t = torch.as_tensor(lr, dtype=torch.float32, device=sigma_weight.device)
-        if not self.enabled:
-            return lr_t.expand_as(sigma_weight).clone(), torch.zeros_like(sigma_weight)
         anchor = sigma_weight.clamp_min(self.sigma_floor)
         # σΔ = 0 (no gradient signal): nothing to clip, the limit is +inf.
         limit = torch.where(
@@ -134,26 +125,76 @@ class WeylClip:
         return sig[:n], sig[n:]
 
 
+def clip_rule(
+    tau: float | None,
+    sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+    power_iters: int = 1,
+) -> WeylClip | None:
+    """The validated rule for these settings, or ``None`` when τ turns the clip off."""
+    if not clip_off(tau):
+        return WeylClip(tau, sigma_floor, power_iters)
+    # Off, but a bad floor or iteration count is still a mistake worth reporting now.
+    WeylClip(DEFAULT_TAU, sigma_floor, power_iters)
+    return None
+
+
+_GroupClip = tuple[tuple[Any, ...], WeylClip | None]
+
+
+def _clip_settings(group: dict[str, Any]) -> tuple[Any, ...]:
+    """The param-group values a rule is built from, in :func:`clip_rule`'s order."""
+    return group["tau"], group["sigma_floor"], group["power_iters"]
+
+
+def _group_clip(gi: int, group: dict[str, Any]) -> _GroupClip:
+    settings = _clip_settings(group)
+    try:
+        return settings, clip_rule(*settings)
+    except ValueError as err:
+        raise ValueError(f"param group {gi}: {err}") from None
+
+
 class SpectrallyClippedOptimizer(torch.optim.Optimizer):
     """Base for optimizers whose per-tensor step is scaled by :class:`WeylClip`.
 
-    Subclasses compute an update direction ``D`` per tensor (their base optimizer's step
-    divided by the LR) and call :meth:`_clipped_lrs`; the σ₁ machinery, the state vectors,
-    the record and its report live here once. Param groups accept ``param_names`` (as torch's
-    named-parameter support and :func:`weyl.optim.build_optimizer` set them); names default
-    to ``g{group}.p{index}``.
+    Subclasses ask :meth:`_rule` for a group's rule (``None``: the clip is off, take the base
+    optimizer's own step and :meth:`_record_unclipped`), else compute an update direction
+    ``D`` per tensor (their base optimizer's step divided by the LR) and call
+    :meth:`_clipped_lrs`; the σ₁ machinery, the state vectors, the record and its report live
+    here once. Param groups accept ``param_names`` (as torch's named-parameter support and
+    :func:`weyl.optim.build_optimizer` set them); names default to ``g{group}.p{index}``.
+
+    Each group's rule is built and validated once: when the group is added and when a state
+    dict is loaded. A schedule may still change ``group["tau"]`` (or ``sigma_floor``,
+    ``power_iters``) between steps: the next step sees the new value (a tuple comparison per
+    group and step) and rebuilds that group's rule.
     """
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._group_clips: list[_GroupClip] = []  # torch's __init__ calls add_param_group
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            WeylClip.from_group(group)  # validate each group's rule once, up front
         self._records: dict[tuple[int, str], tuple[list[str], Tensor]] = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """torch's add_param_group, then validation of the group's clip settings."""
+        """torch's add_param_group, then the group's clip rule, validated."""
         super().add_param_group(param_group)
-        WeylClip.from_group(self.param_groups[-1])
+        gi = len(self.param_groups) - 1
+        self._group_clips.append(_group_clip(gi, self.param_groups[gi]))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """torch's ``__setstate__`` (unpickling, and the end of ``load_state_dict``), then every
+        group's rule rebuilt from the groups it installed."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("_records", {})
+        self._group_clips = [_group_clip(gi, g) for gi, g in enumerate(self.param_groups)]
+
+    def _rule(self, gi: int, group: dict[str, Any]) -> WeylClip | None:
+        """Group ``gi``'s rule (``None``: clip off), rebuilt only when its settings changed."""
+        settings, rule = self._group_clips[gi]
+        if _clip_settings(group) != settings:
+            self._group_clips[gi] = _group_clip(gi, group)
+            settings, rule = self._group_clips[gi]
+        return rule
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -170,11 +211,16 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     raise ValueError(f"{type(self).__name__} does not support sparse gradients")
                 by_device[local_tensor(p).device].append(pi)
+            if not by_device:
+                continue
+            rule = self._rule(gi, group)
             for indices in by_device.values():
-                self._step_bucket(gi, group, indices)
+                self._step_bucket(gi, group, rule, indices)
         return loss
 
-    def _step_bucket(self, gi: int, group: dict[str, Any], indices: list[int]) -> None:
+    def _step_bucket(
+        self, gi: int, group: dict[str, Any], rule: WeylClip | None, indices: list[int]
+    ) -> None:
         """Update ``group["params"][i]`` for ``i`` in ``indices`` (all on one device)."""
         raise NotImplementedError
 
@@ -183,8 +229,21 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         names = group.get("param_names")
         return names[pi] if names is not None else f"g{gi}.p{pi}"
 
+    def _record_unclipped(
+        self, gi: int, group: dict[str, Any], indices: list[int], device: torch.device
+    ) -> None:
+        """Record a step of a group with the clip off: α_eff = α, never clipped, no σ̂."""
+        lr = float(group["lr"])
+        rec = torch.full((len(_REPORT_ROWS), len(indices)), math.nan, dtype=torch.float64)
+        rec[0] = lr
+        rec[1] = lr
+        rec[2] = 0.0
+        names = [self._name(group, gi, pi) for pi in indices]
+        self._records[(gi, str(device))] = (names, rec)
+
     def _clipped_lrs(
         self,
+        rule: WeylClip,
         gi: int,
         group: dict[str, Any],
         indices: list[int],
@@ -193,24 +252,16 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         directions: list[Tensor],
         direction_scale: Tensor | None,
         layouts: list[ShardLayout],
-    ) -> Tensor | None:
-        """Per-tensor α_eff (fp32, on the params' device) for this step, recorded; ``None`` if off.
+    ) -> Tensor:
+        """Per-tensor α_eff (fp32, on the params' device) for this step, recorded.
 
         ``weights``/``directions`` are local tensors (shards under FSDP2); the true update
         direction is ``direction_scale[i] · directions[i]`` (the scale lets AdamW² fold its
         bias correction in without an extra pass over the tensors).
         """
-        rule = WeylClip.from_group(group)
         lr = group["lr"]
         names = [self._name(group, gi, pi) for pi in indices]
         device = weights[0].device
-        if not rule.enabled:
-            rec = torch.full((len(_REPORT_ROWS), len(indices)), math.nan, dtype=torch.float64)
-            rec[0] = float(lr)
-            rec[1] = float(lr)
-            rec[2] = 0.0
-            self._records[(gi, str(device))] = (names, rec)
-            return None
         states = [self.state[p] for p in params]
         seeds = [f"{gi}.{pi}.{tuple(lay.shape)}" for pi, lay in zip(indices, layouts)]
         sig_w, sig_u = rule.estimate(weights, directions, layouts, states, seeds)

@@ -57,15 +57,15 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from weyl.durable_files import fsync_dir, replace_durably
+from weyl.durable_files import TMP_PREFIX, fsync_dir, replace_durably, temp_path, write_durably
 from weyl.train import fault_injection
-from weyl.train.distributed import DistContext, is_fsdp
+from weyl.train.distributed import DistContext
+from weyl.train.model_wrapping import is_fsdp, unwrap_model
 
 # 2: manifest.json with sizes and CRC-32s (written last); 1: no manifest.
 CHECKPOINT_FORMAT = 2
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-TMP_PREFIX = ".tmp-"
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,6 @@ def model_optimizer_state(model: nn.Module, optimizer: Optimizer) -> tuple[dict,
             get_model_state_dict(model, options=opts),
             get_optimizer_state_dict(model, optimizer, options=opts),
         )
-    from weyl.models.attention_view import unwrap_model
-
     return unwrap_model(model).state_dict(), optimizer.state_dict()
 
 
@@ -146,8 +144,6 @@ def load_model_optimizer_state(
         set_model_state_dict(model, model_sd, options=opts)
         set_optimizer_state_dict(model, optimizer, optim_sd, options=opts)
         return
-    from weyl.models.attention_view import unwrap_model
-
     unwrap_model(model).load_state_dict(model_sd)
     optimizer.load_state_dict(optim_sd)
 
@@ -201,7 +197,7 @@ def save_file_durably(obj: Any, path: Path) -> FileDigest:
         holder.append(_DigestingWriter(f))
         torch.save(obj, holder[0])
 
-    replace_durably(path, path.with_name(f"{TMP_PREFIX}{path.name}"), write)
+    replace_durably(path, temp_path(path), write)
     return FileDigest(holder[0].size, holder[0].crc)
 
 
@@ -353,7 +349,7 @@ class CheckpointManager:
             )
             self.ctx.barrier()
             if self.ctx.is_main:
-                fault_injection.maybe_kill_in_checkpoint(step)
+                fault_injection.hooks.in_checkpoint_write(step)
                 self._finish(step, shared, tmp, final)
         except BaseException:
             if self.ctx.is_main:  # a full disk must not also be left holding a partial copy
@@ -377,7 +373,7 @@ class CheckpointManager:
             "files": {n: {"size": d.size, "crc32": d.crc32} for n, d in sorted(files.items())},
         }
         text = json.dumps(manifest, indent=1).encode()
-        replace_durably(tmp / MANIFEST, tmp / f"{TMP_PREFIX}{MANIFEST}", lambda f: f.write(text))
+        write_durably(tmp / MANIFEST, text)
         if final.exists():  # re-saving the same step after a rollback
             shutil.rmtree(final)
         os.replace(tmp, final)

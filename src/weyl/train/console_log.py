@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from weyl.config import TrainConfig
+from weyl.optim.weyl_clip import clip_off
 from weyl.readable_numbers import format_duration, format_si
 from weyl.train.loggers import ProgressBar
 
@@ -184,7 +185,7 @@ def _optimizer_text(cfg: TrainConfig) -> str:
         text += f", momentum {o.momentum:g}"
     text += f", weight decay {o.weight_decay:g}"
     if o.name in ("adamw2", "sgdw2"):
-        clip = "off" if o.tau is None else f"{o.tau:g}"
+        clip = "off" if clip_off(o.tau) else f"{o.tau:g}"
         text += f", tau {clip}, power iterations {o.power_iters}"
     if cfg.trainer.grad_clip > 0:
         text += f", grad clip {cfg.trainer.grad_clip:g}"

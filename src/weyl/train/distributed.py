@@ -1,4 +1,5 @@
-"""Process-group setup from torchrun/Slurm env vars and model wrapping (DDP or FSDP2).
+"""Process-group setup from torchrun/Slurm env vars; wrapping the model is
+:mod:`weyl.train.model_wrapping`.
 
 A single process (no ``WORLD_SIZE`` > 1 in the environment) runs without a process group, so
 the same code path serves a laptop, torchrun on N GPUs and Slurm on N nodes.
@@ -15,12 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
-from weyl.models.attention_view import attention_views
 from weyl.train.launcher_watch import watch_launcher
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,44 +135,3 @@ def exit_launched_worker(code: int) -> None:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
-
-
-def fsdp_units(model: nn.Module) -> list[nn.Module]:
-    """Modules to shard one by one: ``model.fsdp_units()`` if defined, else each attention block."""
-    own = getattr(model, "fsdp_units", None)
-    if callable(own):
-        return list(own())
-    units: list[nn.Module] = []
-    seen: set[int] = set()
-    for view in attention_views(model):
-        if id(view.block) not in seen:
-            seen.add(id(view.block))
-            units.append(view.block)
-    return units
-
-
-def wrap_model(model: nn.Module, ctx: DistContext, strategy: str) -> nn.Module:
-    """DDP, or FSDP2 ``fully_shard`` per block then the root; identity in a single process."""
-    if strategy not in ("ddp", "fsdp"):
-        raise ValueError(f"trainer.strategy={strategy!r} is unknown; use ddp or fsdp")
-    if not ctx.is_distributed:
-        if strategy == "fsdp":
-            # As torchtitan with a data-parallel degree of 1: nothing to shard, train unwrapped.
-            log.warning("trainer.strategy=fsdp in a single process: the model runs unsharded")
-        return model
-    if strategy == "ddp":
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    from torch.distributed.fsdp import fully_shard
-
-    for unit in fsdp_units(model):
-        fully_shard(unit)
-    fully_shard(model)
-    return model
-
-
-def is_fsdp(model: nn.Module) -> bool:
-    """True when ``model`` was sharded with FSDP2's ``fully_shard``."""
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)

@@ -10,6 +10,11 @@
 - ``WEYL_TEST_SETUP_SLEEP=S``: sleep ``S`` seconds at the end of set-up, before the loop (a
   test signals the run there to exercise a Ctrl-C during set-up).
 - ``WEYL_TEST_RAISE_AT_STEP=N``: raise a RuntimeError after step ``N`` (an unexpected error).
+
+The one seam: production code calls the methods of :data:`hooks`, a :class:`NoFaults` whose
+methods do nothing. :func:`install_from_env` (called once when a run starts) reads the variables
+above once and, only when one is set, replaces it by an :class:`EnvFaults`; so a real run pays
+no environment lookups or comparisons per step, only a call to an empty method.
 """
 
 from __future__ import annotations
@@ -17,57 +22,101 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Mapping
 
-_nan_consumed = False
+_PREFIX = "WEYL_TEST_"
+_NAMES = (
+    "INJECT_NAN_AT_STEP",
+    "KILL_AT_STEP",
+    "KILL_IN_CHECKPOINT_AT_STEP",
+    "RAISE_AT_STEP",
+    "STEP_SLEEP",
+    "SETUP_SLEEP",
+)
 
 
-def _env_step(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+class NoFaults:
+    """The points where a test may inject a fault; here every one does nothing."""
 
-
-def inject_nan(step: int) -> bool:
-    """True (once) when the loss of update ``step`` must be replaced by NaN."""
-    global _nan_consumed
-    if _nan_consumed or _env_step("WEYL_TEST_INJECT_NAN_AT_STEP") != step:
+    def replace_loss_with_nan(self, update: int) -> bool:
+        """True when the loss of update ``update`` (1-based) must become NaN."""
         return False
-    _nan_consumed = True
-    return True
+
+    def after_setup(self) -> None:
+        """At the end of set-up, before the training loop."""
+
+    def after_update(self) -> None:
+        """Right after an optimizer step, before logging and checkpointing."""
+
+    def after_step(self, step: int) -> None:
+        """After step ``step`` is complete (logged, checkpointed if due)."""
+
+    def in_checkpoint_write(self, step: int) -> None:
+        """Rank 0, mid-write of checkpoint ``step`` (rank files written, no state.pt yet)."""
+
+
+class EnvFaults(NoFaults):
+    """The faults the ``WEYL_TEST_*`` variables ask for (see the module docstring)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        def number(name: str, kind: type) -> float | int | None:
+            value = env.get(_PREFIX + name)
+            return kind(value) if value not in (None, "") else None
+
+        self.nan_at = number("INJECT_NAN_AT_STEP", int)
+        self.kill_at = number("KILL_AT_STEP", int)
+        self.kill_in_checkpoint_at = number("KILL_IN_CHECKPOINT_AT_STEP", int)
+        self.raise_at = number("RAISE_AT_STEP", int)
+        self.step_sleep = number("STEP_SLEEP", float)
+        self.setup_sleep = number("SETUP_SLEEP", float)
+        self._nan_consumed = False
+
+    def replace_loss_with_nan(self, update: int) -> bool:
+        """True once, for update ``WEYL_TEST_INJECT_NAN_AT_STEP``."""
+        if self._nan_consumed or update != self.nan_at:
+            return False
+        self._nan_consumed = True
+        return True
+
+    def after_setup(self) -> None:
+        """Sleep ``WEYL_TEST_SETUP_SLEEP`` seconds."""
+        if self.setup_sleep:
+            time.sleep(self.setup_sleep)
+
+    def after_update(self) -> None:
+        """Sleep ``WEYL_TEST_STEP_SLEEP`` seconds."""
+        if self.step_sleep:
+            time.sleep(self.step_sleep)
+
+    def after_step(self, step: int) -> None:
+        """SIGKILL at ``WEYL_TEST_KILL_AT_STEP``; raise at ``WEYL_TEST_RAISE_AT_STEP``."""
+        if step == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step == self.raise_at:
+            raise RuntimeError(f"injected fault after step {step}")
+
+    def in_checkpoint_write(self, step: int) -> None:
+        """SIGKILL at ``WEYL_TEST_KILL_IN_CHECKPOINT_AT_STEP``."""
+        if step == self.kill_in_checkpoint_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+hooks: NoFaults = NoFaults()
+
+
+def install_from_env(env: Mapping[str, str] | None = None) -> None:
+    """Read the ``WEYL_TEST_*`` variables once; install :class:`EnvFaults` if any is set.
+
+    Faults already installed stay (the NaN fires once per process, across rollbacks and
+    in-process runs) until :func:`reset`.
+    """
+    global hooks
+    env = os.environ if env is None else env
+    if type(hooks) is NoFaults and any(env.get(_PREFIX + name) for name in _NAMES):
+        hooks = EnvFaults(env)
 
 
 def reset() -> None:
-    """Re-arm the once-per-process NaN injection (for tests running several runs in-process)."""
-    global _nan_consumed
-    _nan_consumed = False
-
-
-def maybe_kill_after_step(step: int) -> None:
-    """SIGKILL this process when ``WEYL_TEST_KILL_AT_STEP`` equals ``step``."""
-    if _env_step("WEYL_TEST_KILL_AT_STEP") == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def maybe_kill_in_checkpoint(step: int) -> None:
-    """SIGKILL this process mid-write when ``WEYL_TEST_KILL_IN_CHECKPOINT_AT_STEP`` equals ``step``."""
-    if _env_step("WEYL_TEST_KILL_IN_CHECKPOINT_AT_STEP") == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def maybe_sleep() -> None:
-    """Slow each step down by ``WEYL_TEST_STEP_SLEEP`` seconds."""
-    delay = os.environ.get("WEYL_TEST_STEP_SLEEP")
-    if delay:
-        time.sleep(float(delay))
-
-
-def maybe_sleep_in_setup() -> None:
-    """Pause at the end of set-up by ``WEYL_TEST_SETUP_SLEEP`` seconds."""
-    delay = os.environ.get("WEYL_TEST_SETUP_SLEEP")
-    if delay:
-        time.sleep(float(delay))
-
-
-def maybe_raise_after_step(step: int) -> None:
-    """Raise a RuntimeError when ``WEYL_TEST_RAISE_AT_STEP`` equals ``step``."""
-    if _env_step("WEYL_TEST_RAISE_AT_STEP") == step:
-        raise RuntimeError(f"injected fault after step {step}")
+    """Back to no faults; the next :func:`install_from_env` reads the environment again."""
+    global hooks
+    hooks = NoFaults()

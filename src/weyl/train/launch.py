@@ -248,6 +248,7 @@ def _record_failure(run_dir: Path, reason: str, started: bool) -> int:
     returns the step recorded."""
     import contextlib
 
+    from weyl.durable_files import TMP_PREFIX
     from weyl.train.run_status import last_known_step, read_status, write_status
 
     # Before training started, status.json still describes the previous launch: keep its state.
@@ -257,7 +258,7 @@ def _record_failure(run_dir: Path, reason: str, started: bool) -> int:
         write_status(run_dir, "failed", step, reason, **extra)
     # The lock is held, so every temp file here is a leftover of this process or a dead one.
     for folder in (run_dir, run_dir / "checkpoints"):
-        for tmp in folder.glob(".tmp-*") if folder.is_dir() else ():
+        for tmp in folder.glob(f"{TMP_PREFIX}*") if folder.is_dir() else ():
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:

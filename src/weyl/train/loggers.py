@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weyl.durable_files import replace_durably, with_filename
+from weyl.durable_files import with_filename, write_durably
 from weyl.train.train_config import WandbConfig
 
 if TYPE_CHECKING:
@@ -60,9 +60,7 @@ class JsonlLogger:
                 continue  # a line torn by a kill mid-write
             if record.get("step", 0) <= step or (keep_events and "event" in record):
                 kept.append(line)
-        text = "".join(f"{line}\n" for line in kept).encode()
-        tmp = self.path.with_name(f".tmp-{self.path.name}")
-        replace_durably(self.path, tmp, lambda f: f.write(text))
+        write_durably(self.path, "".join(f"{line}\n" for line in kept))
         if hasattr(self, "_file"):
             self._file.close()
             self._file = open(self.path, "a", buffering=1)  # noqa: SIM115

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 import weyl
-from weyl.durable_files import replace_durably, with_filename
+from weyl.durable_files import with_filename, write_durably
 
 
 def git_commit(path: Path | None = None) -> str:
@@ -51,11 +51,6 @@ def git_commit(path: Path | None = None) -> str:
     return f"{head}-dirty" if dirty else head
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    # A failed write (disk full) removes its temp file and leaves ``path`` as it was.
-    replace_durably(path, path.with_name(f".tmp-{path.name}"), lambda f: f.write(text.encode()))
-
-
 def _write_config(path: Path, new_text: str) -> None:
     """Write config.yaml; a different previous one is kept as ``config.<n>.yaml``.
 
@@ -72,7 +67,7 @@ def _write_config(path: Path, new_text: str) -> None:
             n += 1
         os.link(path, kept)
     try:
-        _atomic_write(path, new_text)
+        write_durably(path, new_text)
     except BaseException:
         if kept is not None:  # config.yaml is still the old one: no second copy
             kept.unlink(missing_ok=True)
@@ -92,7 +87,7 @@ def prepare_run_dir(
         return root
     _write_config(root / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     command = shlex.join(argv)
-    _atomic_write(root / "command.txt", command + "\n")
+    write_durably(root / "command.txt", command + "\n")
     try:
         with open(root / "commands.log", "a") as log:
             log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command}\n")
@@ -111,5 +106,5 @@ def prepare_run_dir(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **(extra or {}),
     }
-    _atomic_write(root / "meta.json", json.dumps(meta, indent=2) + "\n")
+    write_durably(root / "meta.json", json.dumps(meta, indent=2) + "\n")
     return root

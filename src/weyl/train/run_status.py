@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from weyl.durable_files import overwrite_in_place, replace_durably
+from weyl.durable_files import overwrite_in_place, write_durably
 
 RUN_STATES = ("running", "finished", "crashed", "preempted", "interrupted", "killed", "failed")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -43,7 +43,7 @@ def write_status(
     record = {"state": state, "step": int(step), "reason": reason, "time": time.time(), **extra}
     data = _encode(record)
     try:
-        replace_durably(path, path.with_name(".tmp-status.json"), lambda f: f.write(data))
+        write_durably(path, data)
     except OSError as err:
         if err.errno not in _NO_SPACE or not path.is_file():
             raise

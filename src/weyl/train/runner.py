@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from weyl.config import TrainConfig
-from weyl.models.attention_view import unwrap_model
 from weyl.train import fault_injection
 from weyl.train.checkpoint import CheckpointManager
 from weyl.train.console_log import ConsoleLog, banner_lines
-from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed, wrap_model
+from weyl.train.distributed import DistContext, init_distributed, shutdown_distributed
 from weyl.train.exit_codes import ERROR, INTERRUPTED
 from weyl.train.loggers import JsonlLogger, MetricLoggers, WandbLogger
+from weyl.train.model_wrapping import unwrap_model, wrap_model
 from weyl.train.run_status import write_status
 from weyl.train.schedule import build_schedule
 from weyl.train.task import build_task
@@ -213,6 +213,7 @@ def run_training(
     ``launch_events`` (e.g. a forced config change) are logged at the start step.
     """
     factories = factories or default_factories()
+    fault_injection.install_from_env()
     ctx = init_distributed(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
     loggers = MetricLoggers()
@@ -317,7 +318,7 @@ def run_training(
                     cfg.logger.wandb, run_dir, dataclasses.asdict(cfg), parts.wandb_run_id
                 )
                 parts.wandb_run_id = loggers.wandb.run_id
-        fault_injection.maybe_sleep_in_setup()
+        fault_injection.hooks.after_setup()
         summary = trainer.fit()
         if loggers.console is not None:
             loggers.console.summary(summary)

@@ -36,10 +36,11 @@ from weyl.train.checkpoint import (
     set_rng_state,
 )
 from weyl.train.crash_guard import CrashGuard, divergence_bound_for
-from weyl.train.distributed import DistContext, is_fsdp
+from weyl.train.distributed import DistContext
 from weyl.train.exit_codes import CRASHED, INTERRUPTED
 from weyl.train.launcher_watch import dead_launcher
 from weyl.train.loggers import MetricLoggers
+from weyl.train.model_wrapping import is_fsdp, unwrap_compiled
 from weyl.train.run_status import write_status
 from weyl.train.schedule import LRSchedule
 from weyl.train.signals import PREEMPTED_EXIT_CODE, PreemptionFlag, requeue_slurm_job, slurm_job_id
@@ -385,7 +386,7 @@ class Trainer:
             lr = p.schedule.apply(p.optimizer, self.step)
             loss_t, norm_t, units = self._train_step()
             loss, grad_norm, stop = self._reduce_step_scalars(loss_t, norm_t)
-            if fault_injection.inject_nan(self.step + 1):
+            if fault_injection.hooks.replace_loss_with_nan(self.step + 1):
                 loss = float("nan")
             reason = self.guard.check(loss, grad_norm)
             if reason is not None:
@@ -400,7 +401,7 @@ class Trainer:
             self.last_loss = loss
             window_units += units * self.ctx.world_size
             window_time += time.perf_counter() - t0
-            fault_injection.maybe_sleep()
+            fault_injection.hooks.after_update()
 
             record: dict[str, Any] = {}
             if self._due(cfg.log_every):
@@ -433,8 +434,7 @@ class Trainer:
                 p.loggers.log({"step": self.step, **record})
             if self._due(cfg.ckpt_every):
                 self.save_checkpoint()
-            fault_injection.maybe_kill_after_step(self.step)
-            fault_injection.maybe_raise_after_step(self.step)
+            fault_injection.hooks.after_step(self.step)
             if stop == "interrupt" and self.step < p.total_steps:
                 return self._on_interrupt()
             if stop == "preempt" and self.step < p.total_steps:
@@ -546,11 +546,6 @@ class Trainer:
                     }
                 )
         return good
-
-
-def unwrap_compiled(model: nn.Module) -> nn.Module:
-    """Strip a ``torch.compile`` wrapper (keeps DDP, unlike ``unwrap_model``)."""
-    return getattr(model, "_orig_mod", model)
 
 
 def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
