@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from weyl.config.schema import DiagnosticsConfig
 from weyl.diagnostics import Diagnostics, qk_singular_values, sec_index
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

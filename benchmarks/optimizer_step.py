@@ -71,9 +71,9 @@ def accuracy(steps: int) -> None:
     """Print σ̂₁ relative-error statistics of warm-started power iteration on a GPT trajectory."""
     import json
 
-    from weyl.config.schema import GPTModelConfig
     from weyl.data.kjv import kjv_jsonl_path
     from weyl.models.gpt import GPT
+    from weyl.models.model_config import GPTModelConfig
     from weyl.optim import ShardLayout, initial_vector, spectral_norm_estimates
     from weyl.optim.spectral_norm import vector_seed
 

@@ -38,21 +38,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from weyl.config.schema import (
-    DiagnosticsConfig,
-    GPTModelConfig,
-    LoggerConfig,
-    OptimConfig,
-    ScheduleConfig,
-    TextDataConfig,
-    TrainConfig,
-    TrainerConfig,
-)
+from weyl.config import TrainConfig
 from weyl.data.bundle import DataBundle
+from weyl.data.data_config import TextDataConfig
 from weyl.diagnostics import Diagnostics
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.models import build_model
+from weyl.models.model_config import GPTModelConfig
 from weyl.optim import build_optimizer, param_groups
+from weyl.optim.optim_config import OptimConfig
 from weyl.train import Factories, run_training
+from weyl.train.train_config import LoggerConfig, ScheduleConfig, TrainerConfig
 
 MODEL = GPTModelConfig(
     n_layer=4,

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"weyl {name}: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     except Exception as exc:  # the last line of defence: one line, never a traceback
-        from weyl.config.validate import ConfigError
+        from weyl.config import ConfigError
 
         text = str(exc).strip()
         message = text.splitlines()[0] if text else ""

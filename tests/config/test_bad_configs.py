@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from weyl.config.compose import load_config
-from weyl.config.validate import ConfigError
+from weyl.config import ConfigError, load_config
 
 BASE = ["recipe=smoke/gpt_tiny"]
 

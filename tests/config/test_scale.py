@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
+from weyl.config import ConfigError
 from weyl.config.scale import apply_scale
-from weyl.config.validate import ConfigError
 
 SPEC = {
     "name": "toy",

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from weyl.config.schema import ImageDataConfig, TextDataConfig
 from weyl.data import build_data
+from weyl.data.data_config import ImageDataConfig, TextDataConfig
 from weyl.data.image_sets import FASHION_MNIST_DIR
 from weyl.data.kjv import kjv_jsonl_path
 from weyl.data.tokenizer import gpt2_encoding

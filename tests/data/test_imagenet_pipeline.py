@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from tests.data.image_folder import write_image_folder
-from weyl.config.schema import ImageDataConfig
 from weyl.data import build_data
+from weyl.data.data_config import ImageDataConfig
 from weyl.data.epoch_sampler import ShardedEpochSampler
 from weyl.data.image_transforms import build_mix
 

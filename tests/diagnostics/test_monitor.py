@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from weyl.config.schema import DiagnosticsConfig
 from weyl.diagnostics import Diagnostics, spectral_report
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.models.attention_view import probe_attention
 
 from .reference_model import RefTransformer, lm_loss
@@ -239,7 +239,7 @@ def test_spectral_report_needs_no_data_and_skips_s_above_head_dim() -> None:
 
 def test_spectral_report_on_the_project_gpt() -> None:
     gpt = pytest.importorskip("weyl.models.gpt")
-    from weyl.config.schema import GPTModelConfig
+    from weyl.models.model_config import GPTModelConfig
 
     cfg = GPTModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11)
     model = gpt.GPT(cfg)
@@ -258,11 +258,12 @@ def test_spectral_report_on_the_project_gpt() -> None:
 
 def test_layer_lr_stats_reads_the_real_adamw2_record():
     """The optimizer's own lr_report feeds the per-layer LR view (Fig. 15)."""
-    from weyl.config.schema import GPTModelConfig, OptimConfig
     from weyl.diagnostics import layer_lr_stats
     from weyl.models import build_model
     from weyl.models.attention_view import attention_views
+    from weyl.models.model_config import GPTModelConfig
     from weyl.optim import build_optimizer
+    from weyl.optim.optim_config import OptimConfig
 
     torch.manual_seed(0)
     model = build_model(GPTModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))

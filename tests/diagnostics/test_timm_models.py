@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weyl.config.schema import DiagnosticsConfig
 from weyl.diagnostics import Diagnostics
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.models.attention_view import attention_views, probe_attention
 
 
@@ -17,7 +17,7 @@ def _qk_sigma1(block) -> float:
 
 def test_vit_fifteen_terms_and_maps() -> None:
     vit = pytest.importorskip("weyl.models.vit")
-    from weyl.config.schema import ViTModelConfig
+    from weyl.models.model_config import ViTModelConfig
 
     torch.manual_seed(0)
     cfg = ViTModelConfig(
@@ -48,7 +48,7 @@ def test_vit_fifteen_terms_and_maps() -> None:
 
 def test_swin_stages_of_different_width() -> None:
     swin = pytest.importorskip("weyl.models.swin")
-    from weyl.config.schema import SwinModelConfig
+    from weyl.models.model_config import SwinModelConfig
 
     torch.manual_seed(0)
     cfg = SwinModelConfig(

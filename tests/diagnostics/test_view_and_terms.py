@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weyl.config.schema import DiagnosticsConfig
 from weyl.diagnostics import Diagnostics
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.models.attention_view import attention_views, probe_attention
 
 from .reference_model import RefTransformer, lm_loss

@@ -7,15 +7,13 @@ import math
 import pytest
 import torch
 
-from weyl.config.schema import GPTModelConfig
-from weyl.models import build_model, named_config
+from tests.models.twins import twin
+from weyl.models import build_model
+from weyl.models.model_config import GPTModelConfig
 
 
 def _tiny(**overrides) -> GPTModelConfig:
-    cfg = named_config("gpt_tiny")
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
+    return twin("gpt_tiny", **overrides)
 
 
 def test_forward_backward_shapes() -> None:

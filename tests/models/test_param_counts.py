@@ -1,16 +1,17 @@
-"""Parameter counts of the paper-scale presets, built on the meta device (no memory)."""
+"""Parameter counts of the paper-scale models of the catalogue (configs/model/), built on the meta device (no memory)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from weyl.models import GPT, build_model, named_config
+from weyl.config import model_config
+from weyl.models import GPT, build_model
 
 
 def _count(name: str) -> int:
     with torch.device("meta"):
-        model = build_model(named_config(name))
+        model = build_model(model_config(name))
     assert all(p.is_meta for p in model.parameters())
     return sum(p.numel() for p in model.parameters())
 
@@ -40,7 +41,7 @@ def test_counts_in_published_ranges(name: str, low: float, high: float) -> None:
 
 def test_vit_g_dimensions() -> None:
     with torch.device("meta"):
-        model = build_model(named_config("vit_g14"))
+        model = build_model(model_config("vit_g14"))
     assert len(model.blocks) == 40
     assert model.blocks[0].attn.num_heads == 16
     assert model.blocks[0].mlp.fc1.weight.shape == (6144, 1408)
@@ -62,7 +63,7 @@ def test_flatten_swin_s_count() -> None:
 
 def test_gpt_num_params_excludes_positions() -> None:
     with torch.device("meta"):
-        model = build_model(named_config("gpt2_s"))
+        model = build_model(model_config("gpt2_s"))
     assert isinstance(model, GPT)
     total = model.num_params(non_embedding=False)
     # Tied embeddings are counted once: 12 blocks of 12·768² weights + LNs + tables.

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
+from tests.models.twins import twin
+from weyl.config import model_config
 from weyl.models import (
     SigmaReparamConv2d,
     SigmaReparamLinear,
     apply_sigma_reparam,
     build_model,
     effective_weight,
-    named_config,
 )
 
 
 def test_identity_at_init_and_svd_initialised_state() -> None:
-    model = build_model(named_config("vit_tiny")).eval()
+    model = build_model(twin("vit_tiny")).eval()
     x = torch.randn(2, 3, 32, 32)
     before = model(x)
     reference = copy.deepcopy(model)
@@ -62,7 +64,7 @@ def test_conv_sigma_is_of_the_flattened_kernel() -> None:
 
 
 def test_eval_mode_does_not_touch_buffers_and_train_mode_does() -> None:
-    model = apply_sigma_reparam(build_model(named_config("gpt_tiny")))
+    model = apply_sigma_reparam(build_model(twin("gpt_tiny")))
     layer = model.blocks[0].attn.qkv
     with torch.no_grad():
         layer.weight.add_(torch.randn_like(layer.weight))  # u, v no longer a fixed point
@@ -77,7 +79,7 @@ def test_eval_mode_does_not_touch_buffers_and_train_mode_does() -> None:
 
 
 def test_gradients_reach_gamma_and_weight() -> None:
-    model = apply_sigma_reparam(build_model(named_config("gpt_tiny")))
+    model = apply_sigma_reparam(build_model(twin("gpt_tiny")))
     idx = torch.randint(0, 64, (2, 8))
     model(idx).square().mean().backward()
     layer = model.blocks[1].mlp.fc2
@@ -86,14 +88,13 @@ def test_gradients_reach_gamma_and_weight() -> None:
 
 
 def test_tied_lm_head_stays_a_plain_linear() -> None:
-    model = apply_sigma_reparam(build_model(named_config("gpt_tiny")))
+    model = apply_sigma_reparam(build_model(twin("gpt_tiny")))
     assert type(model.lm_head) is nn.Linear
     assert model.lm_head.weight is model.wte.weight
 
 
 def test_state_dict_round_trip() -> None:
-    cfg = named_config("swin_tiny")
-    cfg.sigma_reparam = True
+    cfg = twin("swin_tiny", sigma_reparam=True)
     model = build_model(cfg)
     model.train()
     x = torch.randn(2, 3, 32, 32)
@@ -122,9 +123,7 @@ def test_sigma_is_fp32_under_autocast() -> None:
 
 @pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny", "flatten_swin_tiny", "gpt_tiny"])
 def test_pure_variant_removes_layernorms_and_still_trains(name: str) -> None:
-    cfg = named_config(name)
-    cfg.sigma_reparam = True
-    cfg.sigma_reparam_pure = True
+    cfg = twin(name, sigma_reparam=True, sigma_reparam_pure=True)
     model = build_model(cfg)
     assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
     batch = torch.randint(0, 64, (2, 8)) if name.startswith("gpt") else torch.randn(2, 3, 32, 32)
@@ -138,15 +137,12 @@ def test_pure_variant_removes_layernorms_and_still_trains(name: str) -> None:
 
 
 def test_pure_without_sigma_reparam_is_rejected() -> None:
-    cfg = named_config("vit_tiny")
-    cfg.sigma_reparam_pure = True
     with pytest.raises(ValueError, match=r"model\.sigma_reparam"):
-        build_model(cfg)
+        build_model(twin("vit_tiny", sigma_reparam_pure=True))
 
 
 def test_meta_device_build() -> None:
-    cfg = named_config("vit_b16")
-    cfg.sigma_reparam = True
+    cfg = dataclasses.replace(model_config("vit_b16"), sigma_reparam=True)
     with torch.device("meta"):
         model = build_model(cfg)
     assert model.blocks[0].attn.qkv.sigma_u.is_meta

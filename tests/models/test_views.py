@@ -8,12 +8,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tests.models.twins import twin
 from weyl.models import (
     apply_sigma_reparam,
     attention_views,
     build_model,
     capture_attention,
-    named_config,
     probe_attention,
 )
 from weyl.models.sigma_reparam import SigmaReparamLinear
@@ -22,7 +22,7 @@ TWINS = ["gpt_tiny", "vit_tiny", "swin_tiny", "flatten_swin_tiny"]
 
 
 def _model_and_batch(name: str, sigma: bool = False) -> tuple[nn.Module, torch.Tensor]:
-    model = build_model(named_config(name))
+    model = build_model(twin(name))
     if sigma:
         apply_sigma_reparam(model)
         with torch.no_grad():

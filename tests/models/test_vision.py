@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 from timm.models.swin_transformer import WindowAttention
 
-from weyl.models import FocusedLinearAttention, build_model, named_config
+from tests.models.twins import twin
+from weyl.config import model_config
+from weyl.models import FocusedLinearAttention, build_model
 
 
 @pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny", "flatten_swin_tiny"])
 def test_forward_backward(name: str) -> None:
-    model = build_model(named_config(name))
+    model = build_model(twin(name))
     x = torch.randn(2, 3, 32, 32)
     out = model(x)
     assert out.shape == (2, 10)
@@ -25,20 +27,15 @@ def test_forward_backward(name: str) -> None:
 
 
 def test_drop_path_is_exposed() -> None:
-    model = build_model(named_config("vit_tiny"))
+    model = build_model(twin("vit_tiny"))
     assert model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
-    cfg = named_config("swin_tiny")
-    cfg.drop_path_rate = 0.5
-    swin = build_model(cfg)
+    swin = build_model(twin("swin_tiny", drop_path_rate=0.5))
     assert swin.layers[-1].blocks[-1].drop_path1.drop_prob == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("init", ["xavier", "trunc_xavier"])
 def test_vit_reinit(init: str) -> None:
-    cfg = named_config("vit_tiny")
-    cfg.embed_dim, cfg.num_heads = 128, 4
-    cfg.init = init
-    model = build_model(cfg)
+    model = build_model(twin("vit_tiny", embed_dim=128, num_heads=4, init=init))
     fc1 = model.blocks[0].mlp.fc1
     assert fc1.weight.std().item() == pytest.approx(math.sqrt(2 / (128 + 512)), rel=0.03)
     assert torch.count_nonzero(fc1.bias) == 0
@@ -46,7 +43,7 @@ def test_vit_reinit(init: str) -> None:
 
 def test_flatten_swin_s_structure() -> None:
     with torch.device("meta"):
-        model = build_model(named_config("flatten_swin_s"))
+        model = build_model(model_config("flatten_swin_s"))
     kinds = [[type(b.attn) for b in stage.blocks] for stage in model.layers]
     assert all(k is FocusedLinearAttention for k in kinds[0] + kinds[1])
     assert all(k is WindowAttention for k in kinds[2] + kinds[3])
@@ -123,8 +120,7 @@ def test_focused_linear_attention_matches_naive_quadratic_form() -> None:
 
 
 def test_flatten_rejects_shifted_linear_windows() -> None:
-    cfg = named_config("flatten_swin_tiny")
-    cfg.window_size = 4  # smaller than the 16×16 stage-1 map → shifted windows
+    cfg = twin("flatten_swin_tiny", window_size=4)  # < the 16×16 stage-1 map → shifted windows
     with pytest.raises(ValueError, match=r"model\.window_size"):
         build_model(cfg)
 
@@ -140,16 +136,12 @@ def test_flatten_rejects_shifted_linear_windows() -> None:
     ],
 )
 def test_bad_configs_name_the_key(name, key, value, message) -> None:
-    cfg = named_config(name)
-    setattr(cfg, key, value)
-    with pytest.raises(ValueError, match=message):
-        build_model(cfg)
+    with pytest.raises(ValueError, match=message):  # raised when the config is created
+        build_model(twin(name, **{key: value}))
 
 
 def test_unknown_family_and_preset() -> None:
-    cfg = named_config("vit_tiny")
-    cfg.family = "resnet"
     with pytest.raises(ValueError, match=r"model\.family.*gpt, vit, swin, flatten_swin"):
-        build_model(cfg)
-    with pytest.raises(ValueError, match="unknown model preset"):
-        named_config("vit_h14")
+        build_model(twin("vit_tiny", family="resnet"))
+    with pytest.raises(ValueError, match=r"model=vit_h14: no such model; available: .*vit_b16"):
+        model_config("vit_h14")

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from tests.optim.tiny_models import TinyTransformer
-from weyl.config.schema import OptimConfig
 from weyl.optim import SGDW2, AdamW2, build_optimizer
+from weyl.optim.optim_config import OptimConfig
 
 
 class Wrapper(nn.Module):
@@ -69,5 +69,5 @@ def test_other_optimizers(name, cls):
 
 
 def test_unknown_name_raises_naming_the_key():
-    with pytest.raises(ValueError, match=r"optim\.name='lion'.*adamw2"):
+    with pytest.raises(ValueError, match=r"optim\.name: unknown 'lion'; choose one of: .*adamw2"):
         build_optimizer(TinyTransformer(), OptimConfig(name="lion"))

@@ -16,8 +16,8 @@ from functools import cache
 
 import yaml
 
+from weyl.config import TrainConfig
 from weyl.config.compose import config_dir, load_config, recipes_dir
-from weyl.config.schema import TrainConfig
 
 RECIPES = recipes_dir()
 METHODS = tuple(sorted(p.stem for p in (config_dir() / "method").glob("*.yaml")))

@@ -84,7 +84,7 @@ def test_base_runs_each_method_under_its_own_name(base: str) -> None:
 
 @pytest.mark.parametrize("column", [r for r in all_recipes() if is_column(r)])
 def test_table2_column_alone_asks_for_a_model(column: str) -> None:
-    from weyl.config.validate import ConfigError
+    from weyl.config import ConfigError
 
     with pytest.raises(ConfigError, match="You must specify 'model'"):
         load_config([f"recipe={column}"])
@@ -92,7 +92,7 @@ def test_table2_column_alone_asks_for_a_model(column: str) -> None:
 
 def test_method_without_a_recipe_names_the_missing_value() -> None:
     """A method reads per-model values (τ, warmup) that only a recipe provides."""
-    from weyl.config.validate import ConfigError
+    from weyl.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^optim\.tau: .*method\.tau"):
         load_config(["method=adamw2"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from tests.recipes.composition import composed as _composed
-from weyl.config.schema import TrainConfig
+from weyl.config import TrainConfig
 
 # Table 2(a) "Training configurations for ViT", column "ViT-B/L/g (224²)".
 TABLE_2A_VIT = {

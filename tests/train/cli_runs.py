@@ -65,12 +65,11 @@ def weyl_train(
 
 def reference_run(run_dir: Path, data_dir: Path, monkeypatch, *overrides: str) -> dict:
     """The same run in-process and uninterrupted, launched as ``weyl train`` launches it."""
-    from weyl.config.compose import compose_raw, to_plain
-    from weyl.train.launch import start_run
+    from weyl.train.launch import launch_recipe
 
     monkeypatch.setenv("WEYL_DATA_DIR", str(data_dir))
     args = [*TINY, f"run_dir={run_dir}", *overrides]
-    return start_run(to_plain(compose_raw(args)), ["weyl", "train", *args])
+    return launch_recipe(args, ["weyl", "train", *args])
 
 
 def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:

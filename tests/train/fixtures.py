@@ -19,19 +19,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from weyl.config.schema import (
-    DiagnosticsConfig,
-    GPTModelConfig,
-    LoggerConfig,
-    OptimConfig,
-    ScheduleConfig,
-    TextDataConfig,
-    TrainConfig,
-    TrainerConfig,
-)
+from weyl.config import TrainConfig
 from weyl.data.bundle import DataBundle
+from weyl.data.data_config import TextDataConfig
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.models import build_model
+from weyl.models.model_config import GPTModelConfig
+from weyl.optim.optim_config import OptimConfig
 from weyl.train.runner import Factories
+from weyl.train.train_config import LoggerConfig, ScheduleConfig, TrainerConfig
 
 VOCAB = 16
 BLOCK = 16
@@ -164,7 +160,7 @@ def tiny_config(run_dir: str | Path, **trainer: Any) -> TrainConfig:
 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Inverse of ``dataclasses.asdict`` for the config of :func:`tiny_config`."""
-    from weyl.config.schema import WandbConfig
+    from weyl.train.train_config import WandbConfig
 
     logger = dict(d["logger"])
     logger["wandb"] = WandbConfig(**logger["wandb"])

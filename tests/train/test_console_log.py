@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from weyl.config import ConfigError
 from weyl.config.compose import load_config
-from weyl.config.validate import ConfigError
 from weyl.train import console_log
 from weyl.train.console_log import ConsoleLog, step_line
 

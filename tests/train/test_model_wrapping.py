@@ -7,8 +7,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tests.models.twins import twin
 from weyl.diagnostics.optimizer_view import parameter_layers
-from weyl.models import apply_sigma_reparam, attention_views, build_model, named_config
+from weyl.models import apply_sigma_reparam, attention_views, build_model
 from weyl.models.attention_view import viewed_model
 from weyl.train.model_wrapping import fsdp_units, unwrap_compiled, unwrap_model
 
@@ -18,7 +19,7 @@ TWINS = ["gpt_tiny", "vit_tiny", "swin_tiny", "flatten_swin_tiny"]
 @pytest.mark.parametrize("sigma", [False, True])
 @pytest.mark.parametrize("name", TWINS)
 def test_fsdp_units_are_the_blocks_that_hold_each_attention_layer(name: str, sigma: bool) -> None:
-    model = build_model(named_config(name))
+    model = build_model(twin(name))
     if sigma:
         apply_sigma_reparam(model)
     # The attention view is an independent path to the same blocks (and was the old policy).
@@ -34,7 +35,7 @@ def test_a_model_without_a_list_of_blocks_says_how_to_add_one() -> None:
 
 
 def test_unwrap_sees_through_compile_and_ddp(tmp_path) -> None:
-    model = build_model(named_config("gpt_tiny"))
+    model = build_model(twin("gpt_tiny"))
     compiled = torch.compile(model)  # wrapping only; nothing is compiled until called
     assert unwrap_model(compiled) is model and unwrap_compiled(compiled) is model
     # GPT's own attention_views() is reachable through compile's attribute forwarding: the

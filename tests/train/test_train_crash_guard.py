@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.train.fixtures import synthetic_factories, tiny_config
-from weyl.config.schema import DiagnosticsConfig
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.train import fault_injection, run_training
 from weyl.train.checkpoint import latest_checkpoint, load_file
 from weyl.train.crash_guard import CrashGuard

@@ -19,7 +19,7 @@ from tests.train.fixtures import (
     worker_env,
 )
 from tests.train.test_train_signals import _wait_for_step
-from weyl.config.schema import OptimConfig
+from weyl.optim.optim_config import OptimConfig
 from weyl.train import run_training
 from weyl.train.checkpoint import latest_checkpoint, load_file
 

@@ -4,18 +4,13 @@ a 2-layer d=32 GPT on the embedded KJV text (chars) and a 2-layer ViT on sklearn
 
 import pytest
 
-from weyl.config.schema import (
-    DiagnosticsConfig,
-    GPTModelConfig,
-    ImageDataConfig,
-    LoggerConfig,
-    OptimConfig,
-    TextDataConfig,
-    TrainConfig,
-    TrainerConfig,
-    ViTModelConfig,
-)
+from weyl.config import TrainConfig
+from weyl.data.data_config import ImageDataConfig, TextDataConfig
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
+from weyl.models.model_config import GPTModelConfig, ViTModelConfig
+from weyl.optim.optim_config import OptimConfig
 from weyl.train import default_factories, run_training
+from weyl.train.train_config import LoggerConfig, TrainerConfig
 
 TRAINER = dict(
     global_batch_size=16,

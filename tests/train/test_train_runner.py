@@ -82,7 +82,7 @@ def test_vocabulary_larger_than_the_model_is_a_one_line_error(tmp_path):
 def test_every_update_runs_in_train_mode_after_eval_and_diagnostics(tmp_path):
     # The trainer re-enters train mode only after eval/diagnostics (not on every update);
     # both switch modules to eval, so each later update must still see train mode everywhere.
-    from weyl.config.schema import DiagnosticsConfig
+    from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 
     seen: list[bool] = []
     factories = synthetic_factories(diagnostics=True)

@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from weyl.config.schema import ScheduleConfig
 from weyl.train.schedule import LRSchedule, build_schedule, warmup_steps_from_config
+from weyl.train.train_config import ScheduleConfig
 
 
 def test_no_warmup_starts_at_peak_and_cosine_endpoints():

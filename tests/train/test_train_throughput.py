@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from weyl.config.schema import GPTModelConfig, ViTModelConfig
 from weyl.models import build_model
+from weyl.models.model_config import GPTModelConfig, ViTModelConfig
 from weyl.train.throughput import training_flops_per_sample
 
 

@@ -65,12 +65,10 @@ def demo_dir(out: Path, quick: bool, steps: int) -> Path:
 
 def run_recipe(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> dict[str, Any]:
     """Compose one recipe and start it into ``run_dir`` through the same launcher as ``weyl train``."""
-    from weyl.config.compose import compose_raw, to_plain
-    from weyl.train.launch import start_run
+    from weyl.train.launch import launch_recipe
 
     args = [f"recipe={recipe}", f"run_dir={run_dir}", f"logger.progress={str(progress).lower()}", *overrides]
-    plain = to_plain(compose_raw(args))
-    return start_run(plain, ["weyl", "train", *args], extra={"recipe": recipe})
+    return launch_recipe(args, ["weyl", "train", *args], extra={"recipe": recipe})
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""Compose ``configs/`` + a recipe with Hydra and validate the result.
+"""Compose ``configs/`` + a recipe with Hydra, type-checked by the structured configs, and validate.
 
 The config tree lives at the repository top (``configs/``, ``recipes/``); ``configs/recipe``
 is a link to ``recipes/`` so that ``recipe=<path>`` selects one file there. Hydra's own
@@ -9,14 +9,18 @@ same one-line :class:`ConfigError` as schema errors.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from weyl.config.error_lines import omegaconf_error_line
+from weyl.config.run_config import ComposedConfig, TrainConfig
 from weyl.config.scale import apply_scale
-from weyl.config.schema import TrainConfig
-from weyl.config.validate import ConfigError, validate
+from weyl.data.data_config import DATA_CONFIGS, data_config_class
+from weyl.models.model_config import MODEL_CONFIGS, ModelConfig, model_config_class
+from weyl.value_checks import ConfigError
 
 PRIMARY_CONFIG = "train"
 # The recipe's node of per-model method values (tau, warmup, ...), read by configs/method/*.yaml.
@@ -59,19 +63,29 @@ def available_options(group: str) -> list[str]:
     return sorted(str(p.relative_to(base).with_suffix("")) for p in base.rglob("*.yaml"))
 
 
-def _allowed_keys(dotted: str) -> str:
-    """The keys a section accepts, for error messages (model/data depend on their family)."""
-    import dataclasses
+def register_schemas() -> None:
+    """Put the structured configs into Hydra's ConfigStore, so composing type-checks them.
 
-    from weyl.config.validate import SECTIONS
+    ``train_schema`` is the root (``configs/train.yaml`` extends it); ``model/<family>_schema``
+    and ``data/<kind>_schema`` are the schemas that ``configs/model/*.yaml`` and
+    ``configs/data/*.yaml`` extend (the root cannot type those two: they depend on the choice).
+    """
+    from hydra.core.config_store import ConfigStore
 
-    schema = SECTIONS.get(dotted.split(".")[0])
-    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
-        return ", ".join(f.name for f in dataclasses.fields(schema))
-    return "see `weyl train --cfg job`"
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=ComposedConfig)
+    for family, cls in MODEL_CONFIGS.items():
+        store.store(group="model", name=f"{family}_schema", node=cls)
+    for kind, cls in DATA_CONFIGS.items():
+        store.store(group="data", name=f"{kind}_schema", node=cls)
 
 
 def _hydra_error_to_line(exc: Exception) -> ConfigError:
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OmegaConfBaseException):
+        return omegaconf_error_line(cause, TrainConfig)
     text = str(exc)
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:
@@ -83,10 +97,6 @@ def _hydra_error_to_line(exc: Exception) -> ConfigError:
             wanted = path[len(top) + 1 :] if group else option
             return ConfigError(f"{top}={wanted}: no such {top}; available: {options}")
         return ConfigError(f"{path}: config not found")
-    override = re.search(r"Could not override '([^']+)'", text)
-    if override:
-        key = override.group(1)
-        return ConfigError(f"{key}: unknown key; allowed keys: {_allowed_keys(key)}")
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     return ConfigError(f"config: {first}")
 
@@ -133,25 +143,32 @@ def check_override_syntax(overrides: list[str]) -> None:
         previous = text
 
 
-def first_job(overrides: list[str]) -> list[str]:
-    """The overrides of a ``-m`` sweep's first job: each sweep (``a=1,2``) at its first value.
-
-    Sweeps without a plain list of values (``glob(...)``) are left out.
-    """
+def check_yaml_files(overrides: list[str]) -> None:
+    """Raise :class:`ConfigFileError` for a file of ``configs/`` or a recipe named in
+    ``overrides`` (every value of a ``recipe=a,b`` sweep) that is not valid YAML, without
+    composing anything."""
+    import yaml
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    job = []
-    for text, override in zip(overrides, parsed, strict=True):
-        if not override.is_sweep_override():
-            job.append(text)
+    files = [
+        p for p in config_dir().rglob("*.yaml") if "recipe" not in p.relative_to(config_dir()).parts
+    ]
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.get_key_element().lstrip("+~") != "recipe":
             continue
-        try:
-            first = next(iter(override.sweep_string_iterator()))
-        except Exception:  # glob and other sweeps Hydra expands only against the config tree
-            continue
-        job.append(f"{override.get_key_element()}={first}")
-    return job
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.value()]
+        )
+        files += [recipes_dir() / f"{v}.yaml" for v in values if isinstance(v, str)]
+    for path in files:
+        if path.is_file():
+            try:
+                with path.open() as stream:
+                    yaml.safe_load(stream)
+            except yaml.YAMLError as exc:
+                raise _yaml_error_to_line(exc) from None
 
 
 class ConfigFileError(ConfigError):
@@ -168,16 +185,19 @@ def _yaml_error_to_line(exc: Exception) -> ConfigFileError:
     return ConfigFileError(f"{where}: YAML syntax error: {detail}")
 
 
-def compose_raw(overrides: list[str]) -> DictConfig:
-    """Compose the primary config with Hydra's compose API (no run, no output dirs)."""
+def compose_raw(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """Compose the primary config with Hydra's compose API (no run, no output dirs); types are
+    checked against the registered schemas, values are not (see :func:`build_config`).
+    ``with_hydra`` keeps Hydra's own node (``hydra.runtime.choices``: the groups chosen)."""
     import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     check_override_syntax(overrides)
+    register_schemas()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            return compose(PRIMARY_CONFIG, overrides=overrides, return_hydra_config=False)
+            return compose(PRIMARY_CONFIG, overrides=overrides, return_hydra_config=with_hydra)
     except yaml.YAMLError as exc:
         raise _yaml_error_to_line(exc) from None
     except HydraException as exc:
@@ -191,7 +211,8 @@ def compose_raw(overrides: list[str]) -> DictConfig:
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """Resolve interpolations, drop Hydra's own node and apply ``scale`` (see weyl.config.scale).
+    """Resolve interpolations, drop Hydra's own node and apply ``scale`` (see weyl.config.scale):
+    the run's config as plain data, as its ``config.yaml`` records it.
 
     Interpolation errors become one line.
     """
@@ -199,7 +220,7 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
     OmegaConf.set_struct(cfg, False)
     cfg.pop("hydra", None)
     try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
+        plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except Exception as exc:  # omegaconf raises several unrelated types here
         key = getattr(exc, "full_key", "") or "config"
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
@@ -209,6 +230,60 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
     return apply_scale(plain)
 
 
+def build_config(plain: dict[str, Any]) -> TrainConfig:
+    """The typed config of a resolved, plain config (``to_plain``'s output, a run's
+    ``config.yaml``): types checked by OmegaConf, values by each section's ``__post_init__``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(plain.get("model"), dict) or not isinstance(plain.get("data"), dict):
+        raise ConfigError("model, data: expected a mapping of keys each")
+    schema = OmegaConf.structured(TrainConfig)
+    try:
+        schema.model = OmegaConf.structured(model_config_class(plain["model"].get("family")))
+        schema.data = OmegaConf.structured(data_config_class(plain["data"].get("kind")))
+        return OmegaConf.to_object(OmegaConf.merge(schema, plain))
+    except OmegaConfBaseException as exc:
+        raise omegaconf_error_line(exc, TrainConfig) from None
+
+
+@dataclass
+class ComposedRun:
+    """One run's config, composed once and validated once."""
+
+    config: TrainConfig
+    # The resolved config as plain data: what the run directory's config.yaml records.
+    plain: dict[str, Any]
+    # The option chosen in each config group (recipe, model, data, ...).
+    choices: dict[str, Any]
+
+
+def plain_config(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as plain data (enums as their strings), as :func:`to_plain` gives it."""
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    assert isinstance(plain, dict)
+    return plain
+
+
+def compose_run(overrides: list[str]) -> ComposedRun:
+    """Compose ``overrides`` once and validate the result once."""
+    composed = compose_raw(overrides, with_hydra=True)
+    chosen = OmegaConf.to_container(composed.hydra.runtime.choices)
+    choices = {k: v for k, v in chosen.items() if not k.startswith("hydra")}
+    plain = to_plain(composed)
+    return ComposedRun(build_config(plain), plain, choices)
+
+
 def load_config(overrides: list[str]) -> TrainConfig:
     """Compose and validate: the typed config a run would get from these overrides."""
-    return validate(to_plain(compose_raw(overrides)))
+    return compose_run(overrides).config
+
+
+def model_config(name: str) -> ModelConfig:
+    """A fresh config of ``configs/model/<name>.yaml``, the one model catalogue (checked)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    node = compose_raw([f"model={name}"]).model
+    try:
+        return OmegaConf.to_object(node)
+    except OmegaConfBaseException as exc:
+        raise omegaconf_error_line(exc, TrainConfig) from None

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from weyl.config.validate import ConfigError
+from weyl.value_checks import ConfigError
 
 SCALE_KEY = "scale"
 SCALE_KEYS = ("name", "steps", "model", "data")

@@ -22,9 +22,6 @@ from weyl.data.kjv import prepare_kjv
 from weyl.data.locations import default_text_dir, missing_data_error, resolve_dir
 from weyl.data.token_bins import largest_token_ids, read_meta
 from weyl.data.token_blocks import TokenBlockStream, iter_val_blocks, probe_blocks
-from weyl.data.tokenizer import TOKENIZER_NAMES
-
-DATA_KINDS = ("text", "image")
 
 
 def text_data_dir(cfg: Any) -> Path:
@@ -104,17 +101,11 @@ def build_text_data(
     probe_batch_size: int = 4,
 ) -> DataBundle:
     """Token-block LM data; the embedded KJV is prepared on first use, others must exist."""
-    if cfg.tokenizer not in TOKENIZER_NAMES:
-        raise ValueError(
-            f"data.tokenizer={cfg.tokenizer!r} is unknown; choose one of {', '.join(TOKENIZER_NAMES)}"
-        )
-    if cfg.block_size < 1:
-        raise ValueError(f"data.block_size must be >= 1, got {cfg.block_size}")
     out_dir = text_data_dir(cfg)
     meta = _open_token_set(cfg, out_dir)
     if meta["tokenizer"] != cfg.tokenizer:
         raise ValueError(
-            f"data.tokenizer={cfg.tokenizer!r} but {out_dir} was prepared with {meta['tokenizer']!r}; "
+            f"data.tokenizer='{cfg.tokenizer}' but {out_dir} was prepared with {meta['tokenizer']!r}; "
             f"set data.tokenizer={meta['tokenizer']} or prepare again"
         )
     train_bin, val_bin = out_dir / "train.bin", out_dir / "val.bin"
@@ -209,13 +200,8 @@ def build_data(
     _check_rank(rank, world_size, batch_size)
     if probe_batch_size < 1:
         raise ValueError(f"diagnostics.probe_batch_size must be >= 1, got {probe_batch_size}")
-    kind = getattr(cfg, "kind", None)
     builders = {"text": build_text_data, "image": build_image_data}
-    if kind not in builders:
-        raise ValueError(f"data.kind={kind!r} is unknown; choose one of {', '.join(DATA_KINDS)}")
-    if cfg.num_workers < 0:
-        raise ValueError(f"data.num_workers must be >= 0, got {cfg.num_workers}")
-    return builders[kind](
+    return builders[cfg.kind](
         cfg,
         batch_size=batch_size,
         rank=rank,

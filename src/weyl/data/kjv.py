@@ -71,7 +71,7 @@ def prepare_kjv(
         if meta.get("tokenizer") == tokenizer:
             return meta
         raise ValueError(
-            f"{out_dir} holds KJV tokenized with {meta.get('tokenizer')!r}, not {tokenizer!r}; "
+            f"{out_dir} holds KJV tokenized with {meta.get('tokenizer')!r}, not '{tokenizer}'; "
             "point data.path elsewhere or prepare again with --force"
         )
     start = time.perf_counter()

@@ -20,9 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from weyl.data.data_config import TokenizerName
+from weyl.value_checks import one_of
+
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
-TOKENIZER_NAMES = ("gpt2", "char", "bytes")
+TOKENIZER_NAMES = tuple(name.value for name in TokenizerName)
 
 # The URLs and hashes tiktoken_ext/openai_public.py pins for the "gpt2" encoding.
 _VOCAB_BPE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe"
@@ -239,9 +242,8 @@ def get_tokenizer(name: str, *, corpus: str | None = None) -> Tokenizer:
         if corpus is None:
             raise ValueError("tokenizer 'char' needs the corpus text to build its vocabulary")
         return CharTokenizer.from_text(corpus)
-    raise ValueError(
-        f"data.tokenizer={name!r} is unknown; choose one of {', '.join(TOKENIZER_NAMES)}"
-    )
+    one_of(TokenizerName, name, "data.tokenizer")  # get_tokenizer is public: name the choices
+    raise AssertionError(f"tokenizer {name!r} has no constructor here")
 
 
 def tokenizer_from_meta(meta: dict[str, Any]) -> Tokenizer:

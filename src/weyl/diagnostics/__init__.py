@@ -10,40 +10,33 @@ Everything reads models through :mod:`weyl.models.attention_view`, never a model
 - :mod:`~weyl.diagnostics.collapse` — normal / benign / malignant classification;
 - :mod:`~weyl.diagnostics.optimizer_view` — scheduled vs effective LR per layer (Fig. 15);
 - :mod:`~weyl.diagnostics.modes` — Appendix G's three attention modes (``weyl modes``).
+
+Names load on first use (:mod:`weyl.lazy_exports`): ``weyl.diagnostics.diagnostics_config``
+stays light.
 """
 
-from weyl.diagnostics.attention_maps import attention_entropy, effective_rank
-from weyl.diagnostics.collapse import AttentionMode, CollapseThresholds, classify_heads
-from weyl.diagnostics.modes import ModeResult, simulate_attention_modes
-from weyl.diagnostics.monitor import Diagnostics, spectral_report
-from weyl.diagnostics.optimizer_view import layer_lr_stats, parameter_layers
-from weyl.diagnostics.spectral import (
-    ov_singular_values,
-    product_singular_values,
-    product_spectral_norm,
-    qk_singular_values,
-    sec_index,
-    spectral_norm,
-)
-from weyl.diagnostics.terms import weight_terms
+from weyl.lazy_exports import lazy_exports
 
-__all__ = [
-    "AttentionMode",
-    "CollapseThresholds",
-    "Diagnostics",
-    "ModeResult",
-    "attention_entropy",
-    "classify_heads",
-    "effective_rank",
-    "layer_lr_stats",
-    "ov_singular_values",
-    "parameter_layers",
-    "product_singular_values",
-    "product_spectral_norm",
-    "qk_singular_values",
-    "sec_index",
-    "simulate_attention_modes",
-    "spectral_norm",
-    "spectral_report",
-    "weight_terms",
-]
+_EXPORTS = {
+    "attention_entropy": "weyl.diagnostics.attention_maps",
+    "effective_rank": "weyl.diagnostics.attention_maps",
+    "AttentionMode": "weyl.diagnostics.collapse",
+    "CollapseThresholds": "weyl.diagnostics.collapse",
+    "classify_heads": "weyl.diagnostics.collapse",
+    "DiagnosticsConfig": "weyl.diagnostics.diagnostics_config",
+    "ModeResult": "weyl.diagnostics.modes",
+    "simulate_attention_modes": "weyl.diagnostics.modes",
+    "Diagnostics": "weyl.diagnostics.monitor",
+    "spectral_report": "weyl.diagnostics.monitor",
+    "layer_lr_stats": "weyl.diagnostics.optimizer_view",
+    "parameter_layers": "weyl.diagnostics.optimizer_view",
+    "ov_singular_values": "weyl.diagnostics.spectral",
+    "product_singular_values": "weyl.diagnostics.spectral",
+    "product_spectral_norm": "weyl.diagnostics.spectral",
+    "qk_singular_values": "weyl.diagnostics.spectral",
+    "sec_index": "weyl.diagnostics.spectral",
+    "spectral_norm": "weyl.diagnostics.spectral",
+    "weight_terms": "weyl.diagnostics.terms",
+}
+__all__ = sorted(_EXPORTS)
+lazy_exports(__name__, _EXPORTS)

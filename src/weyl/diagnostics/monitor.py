@@ -45,9 +45,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from weyl.config.schema import DiagnosticsConfig
 from weyl.diagnostics.attention_maps import attention_entropy, effective_rank
 from weyl.diagnostics.collapse import AttentionMode, CollapseThresholds, classify_heads
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.diagnostics.optimizer_view import layer_lr_stats
 from weyl.diagnostics.spectral import ov_singular_values, qk_singular_values, sec_index
 from weyl.diagnostics.terms import (

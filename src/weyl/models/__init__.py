@@ -1,47 +1,31 @@
 """The paper's models (GPT-2, timm ViT/Swin, Flatten-Swin), σReparam and the attention view.
 
-Importing this package registers the attention-view builders and the Transformer-block lists
-(:mod:`weyl.models.transformer_blocks`) of every family.
+The attention-view builders and Transformer-block lists (:mod:`weyl.models.transformer_blocks`)
+of timm's families register when their modules load: on :func:`build_model`, or on the first
+lookup. Names load on first use (:mod:`weyl.lazy_exports`): ``weyl.models.model_config`` stays
+light.
 """
 
-from weyl.models.attention_view import (
-    AttentionLayerView,
-    attention_views,
-    capture_attention,
-    probe_attention,
-    viewed_model,
-)
-from weyl.models.factory import MODEL_FAMILIES, build_model
-from weyl.models.flatten_attention import FocusedLinearAttention
-from weyl.models.flatten_swin import build_flatten_swin
-from weyl.models.gpt import GPT
-from weyl.models.presets import PRESET_NAMES, named_config
-from weyl.models.sigma_reparam import (
-    SigmaReparamConv2d,
-    SigmaReparamLinear,
-    apply_sigma_reparam,
-    effective_weight,
-)
-from weyl.models.swin import build_swin
-from weyl.models.vit import build_vit
+from weyl.lazy_exports import lazy_exports
 
-__all__ = [
-    "GPT",
-    "MODEL_FAMILIES",
-    "PRESET_NAMES",
-    "AttentionLayerView",
-    "FocusedLinearAttention",
-    "SigmaReparamConv2d",
-    "SigmaReparamLinear",
-    "apply_sigma_reparam",
-    "attention_views",
-    "build_flatten_swin",
-    "build_model",
-    "build_swin",
-    "build_vit",
-    "capture_attention",
-    "effective_weight",
-    "named_config",
-    "probe_attention",
-    "viewed_model",
-]
+_EXPORTS = {
+    "AttentionLayerView": "weyl.models.attention_view",
+    "attention_views": "weyl.models.attention_view",
+    "capture_attention": "weyl.models.attention_view",
+    "probe_attention": "weyl.models.attention_view",
+    "viewed_model": "weyl.models.attention_view",
+    "MODEL_CONFIGS": "weyl.models.model_config",
+    "BUILDERS": "weyl.models.factory",
+    "build_model": "weyl.models.factory",
+    "FocusedLinearAttention": "weyl.models.flatten_attention",
+    "build_flatten_swin": "weyl.models.flatten_swin",
+    "GPT": "weyl.models.gpt",
+    "SigmaReparamConv2d": "weyl.models.sigma_reparam",
+    "SigmaReparamLinear": "weyl.models.sigma_reparam",
+    "apply_sigma_reparam": "weyl.models.sigma_reparam",
+    "effective_weight": "weyl.models.sigma_reparam",
+    "build_swin": "weyl.models.swin",
+    "build_vit": "weyl.models.vit",
+}
+__all__ = sorted(_EXPORTS)
+lazy_exports(__name__, _EXPORTS)

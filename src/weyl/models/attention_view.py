@@ -73,6 +73,8 @@ def register_view(matches: Callable[[nn.Module], bool], builder: ViewBuilder) ->
 
 def _find_view(model: nn.Module) -> tuple[nn.Module, Callable[[], list[AttentionLayerView]]]:
     """The outermost module of ``model`` with a view, and the call that builds the view."""
+    from weyl.models import swin, vit  # noqa: F401 - timm's views register on import (lazy package)
+
     for module in model.modules():
         own = getattr(module, "attention_views", None)
         if callable(own):

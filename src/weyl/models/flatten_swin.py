@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from timm.models.swin_transformer import SwinTransformer
 
-from weyl.config.schema import FlattenSwinModelConfig
 from weyl.models.flatten_attention import FocusedLinearAttention
-from weyl.models.swin import check_swin_config, swin_kwargs
+from weyl.models.model_config import FlattenSwinModelConfig
+from weyl.models.swin import swin_kwargs
 from weyl.models.weight_init import XAVIER_INITS, reinit_linears
 
 
@@ -37,17 +37,7 @@ def softmax_window_size(linear_window: int) -> int:
 
 def build_flatten_swin(cfg: FlattenSwinModelConfig) -> SwinTransformer:
     """A timm SwinTransformer with Focused Linear Attention in the "L" stages of ``cfg``."""
-    check_swin_config(cfg)
-    pattern = cfg.attention_pattern.upper()
-    if len(pattern) != len(cfg.depths) or set(pattern) - {"L", "S"}:
-        raise ValueError(
-            f"model.attention_pattern={cfg.attention_pattern!r} needs one letter per stage "
-            f"({len(cfg.depths)}), each L (linear) or S (softmax window), e.g. 'LLSS'"
-        )
-    if cfg.focusing_factor < 1 or cfg.kernel_size < 1 or cfg.kernel_size % 2 == 0:
-        raise ValueError(
-            "model.focusing_factor must be >= 1 and model.kernel_size a positive odd number"
-        )
+    pattern = cfg.attention_pattern
     windows = [
         cfg.window_size if kind == "L" else softmax_window_size(cfg.window_size) for kind in pattern
     ]

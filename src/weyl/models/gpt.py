@@ -16,7 +16,7 @@ Initialisations (``init``): "nanogpt" = N(0, 0.02) for Linear and Embedding weig
 residual projections (``attn.proj``, ``mlp.fc2``) at N(0, 0.02/√(2·n_layer)); "xavier" and
 "trunc_xavier" re-initialise every Linear weight with the Table 2 scheme (see
 :mod:`weyl.models.weight_init`), embeddings staying at N(0, 0.02). The paper's Table 2
-lists "Xavier" for GPT, so the ``gpt2_s`` / ``gpt2_l`` presets use ``init="xavier"``.
+lists "Xavier" for GPT, so ``configs/model/gpt2_s.yaml`` / ``gpt2_l.yaml`` set ``init: xavier``.
 """
 
 from __future__ import annotations
@@ -27,17 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from weyl.config.schema import GPTModelConfig
 from weyl.models.attention_view import (
     AttentionLayerView,
     capture_via_attn_drop,
     fused_qkv_views,
     split_cols_per_head,
 )
+from weyl.models.model_config import GPTModelConfig
 from weyl.models.sigma_reparam import effective_weight
-from weyl.models.weight_init import XAVIER_INITS, reinit_linears
-
-GPT_INITS = ("nanogpt", *XAVIER_INITS)
+from weyl.models.weight_init import reinit_linears
 
 
 class CausalSelfAttention(nn.Module):
@@ -106,10 +104,6 @@ class GPT(nn.Module):
 
     def __init__(self, cfg: GPTModelConfig) -> None:
         super().__init__()
-        if cfg.init not in GPT_INITS:
-            raise ValueError(f"model.init={cfg.init!r} is not one of {GPT_INITS}")
-        if cfg.vocab_size <= 0 or cfg.block_size <= 0:
-            raise ValueError("model.vocab_size and model.block_size must be positive")
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)

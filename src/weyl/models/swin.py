@@ -16,38 +16,12 @@ from torch import nn
 if TYPE_CHECKING:
     from timm.models.swin_transformer import SwinTransformer
 
-from weyl.config.schema import SwinModelConfig
 from weyl.models.attention_view import AttentionLayerView, register_view
 from weyl.models.flatten_attention import FocusedLinearAttention
+from weyl.models.model_config import SwinModelConfig
 from weyl.models.timm_views import timm_block_view
 from weyl.models.transformer_blocks import register_blocks
 from weyl.models.weight_init import XAVIER_INITS, reinit_linears
-
-SWIN_INITS = ("timm", *XAVIER_INITS)
-
-
-def check_swin_config(cfg: SwinModelConfig) -> None:
-    """Raise ValueError naming the key when ``cfg`` cannot describe a Swin."""
-    if cfg.init not in SWIN_INITS:
-        raise ValueError(f"model.init={cfg.init!r} is not one of {SWIN_INITS}")
-    if len(cfg.depths) != len(cfg.num_heads):
-        raise ValueError(
-            f"model.depths ({len(cfg.depths)} stages) and model.num_heads "
-            f"({len(cfg.num_heads)}) must have one entry per stage"
-        )
-    reduction = cfg.patch_size * 2 ** (len(cfg.depths) - 1)
-    if cfg.img_size % reduction != 0:
-        raise ValueError(
-            f"model.img_size={cfg.img_size} must be a multiple of patch_size·2^(stages-1)"
-            f"={reduction}"
-        )
-    for i, heads in enumerate(cfg.num_heads):
-        width = cfg.embed_dim * 2**i
-        if width % heads != 0:
-            raise ValueError(
-                f"model.num_heads[{i}]={heads} must divide the stage width {width} "
-                "(model.embed_dim·2^stage)"
-            )
 
 
 def swin_kwargs(cfg: SwinModelConfig) -> dict[str, object]:
@@ -66,8 +40,7 @@ def swin_kwargs(cfg: SwinModelConfig) -> dict[str, object]:
 
 
 def build_swin(cfg: SwinModelConfig) -> SwinTransformer:
-    """A timm SwinTransformer with the dimensions of ``cfg``."""
-    check_swin_config(cfg)
+    """A timm SwinTransformer with the dimensions of ``cfg`` (checked by the config)."""
     # lazily: timm takes seconds to import
     from timm.models.swin_transformer import SwinTransformer
 

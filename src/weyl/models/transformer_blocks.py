@@ -23,6 +23,8 @@ def register_blocks(matches: Callable[[nn.Module], bool], blocks: BlocksFn) -> N
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     """The Transformer blocks of ``model`` (an unwrapped model), in depth order."""
+    from weyl.models import swin, vit  # noqa: F401 - timm's lists register on import (lazy package)
+
     own = getattr(model, "transformer_blocks", None)
     if callable(own):
         return list(own())

@@ -17,27 +17,15 @@ from torch import nn
 if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
 
-from weyl.config.schema import ViTModelConfig
 from weyl.models.attention_view import AttentionLayerView, register_view
+from weyl.models.model_config import ViTModelConfig
 from weyl.models.timm_views import timm_block_view
 from weyl.models.transformer_blocks import register_blocks
 from weyl.models.weight_init import XAVIER_INITS, reinit_linears
 
-VIT_INITS = ("timm", *XAVIER_INITS)
-
 
 def build_vit(cfg: ViTModelConfig) -> VisionTransformer:
-    """A timm VisionTransformer with the dimensions of ``cfg``."""
-    if cfg.init not in VIT_INITS:
-        raise ValueError(f"model.init={cfg.init!r} is not one of {VIT_INITS}")
-    if cfg.embed_dim % cfg.num_heads != 0:
-        raise ValueError(
-            f"model.embed_dim={cfg.embed_dim} must be divisible by model.num_heads={cfg.num_heads}"
-        )
-    if cfg.img_size % cfg.patch_size != 0:
-        raise ValueError(
-            f"model.img_size={cfg.img_size} must be a multiple of model.patch_size={cfg.patch_size}"
-        )
+    """A timm VisionTransformer with the dimensions of ``cfg`` (checked by the config)."""
     # lazily: timm takes seconds to import
     from timm.models.vision_transformer import VisionTransformer
 

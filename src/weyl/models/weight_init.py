@@ -20,7 +20,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-XAVIER_INITS = ("xavier", "trunc_xavier")
+from weyl.models.model_config import GPTInit
+
+# The inits of GPTInit / VisionInit that this module implements (the others are the models').
+XAVIER_INITS = (GPTInit.xavier.value, GPTInit.trunc_xavier.value)
 # Std of a unit normal truncated to [-2, 2]; dividing by it keeps the untruncated variance.
 _TRUNC_STD_2SIGMA = 0.87962566103423978
 

@@ -1,49 +1,31 @@
-"""Optimizers: AdamW² (Algorithm 1), the reusable Weyl clip, σ₁ estimation, param groups."""
+"""Optimizers: AdamW² (Algorithm 1), the reusable Weyl clip, σ₁ estimation, param groups.
 
-from weyl.optim.adamw2 import AdamW2
-from weyl.optim.param_groups import (
-    OPTIMIZER_NAMES,
-    build_optimizer,
-    no_weight_decay_names,
-    param_groups,
-)
-from weyl.optim.sgdw2 import SGDW2
-from weyl.optim.spectral_norm import (
-    ShardLayout,
-    as_matrix,
-    initial_vector,
-    matrix_shape,
-    shard_layout,
-    spectral_norm,
-    spectral_norm_estimates,
-)
-from weyl.optim.weyl_clip import (
-    DEFAULT_SIGMA_FLOOR,
-    DEFAULT_TAU,
-    SpectrallyClippedOptimizer,
-    WeylClip,
-    clip_off,
-    clip_rule,
-)
+Names load on first use (:mod:`weyl.lazy_exports`): ``weyl.optim.optim_config`` stays light.
+"""
 
-__all__ = [
-    "DEFAULT_SIGMA_FLOOR",
-    "DEFAULT_TAU",
-    "OPTIMIZER_NAMES",
-    "SGDW2",
-    "AdamW2",
-    "ShardLayout",
-    "SpectrallyClippedOptimizer",
-    "WeylClip",
-    "as_matrix",
-    "build_optimizer",
-    "clip_off",
-    "clip_rule",
-    "initial_vector",
-    "matrix_shape",
-    "no_weight_decay_names",
-    "param_groups",
-    "shard_layout",
-    "spectral_norm",
-    "spectral_norm_estimates",
-]
+from weyl.lazy_exports import lazy_exports
+
+_EXPORTS = {
+    "AdamW2": "weyl.optim.adamw2",
+    "OptimConfig": "weyl.optim.optim_config",
+    "OptimizerName": "weyl.optim.optim_config",
+    "build_optimizer": "weyl.optim.param_groups",
+    "no_weight_decay_names": "weyl.optim.param_groups",
+    "param_groups": "weyl.optim.param_groups",
+    "SGDW2": "weyl.optim.sgdw2",
+    "ShardLayout": "weyl.optim.spectral_norm",
+    "as_matrix": "weyl.optim.spectral_norm",
+    "initial_vector": "weyl.optim.spectral_norm",
+    "matrix_shape": "weyl.optim.spectral_norm",
+    "shard_layout": "weyl.optim.spectral_norm",
+    "spectral_norm": "weyl.optim.spectral_norm",
+    "spectral_norm_estimates": "weyl.optim.spectral_norm",
+    "DEFAULT_SIGMA_FLOOR": "weyl.optim.weyl_clip",
+    "DEFAULT_TAU": "weyl.optim.weyl_clip",
+    "SpectrallyClippedOptimizer": "weyl.optim.weyl_clip",
+    "WeylClip": "weyl.optim.weyl_clip",
+    "clip_off": "weyl.optim.weyl_clip",
+    "clip_rule": "weyl.optim.weyl_clip",
+}
+__all__ = sorted(_EXPORTS)
+lazy_exports(__name__, _EXPORTS)

@@ -21,11 +21,10 @@ import fnmatch
 import torch
 from torch import nn
 
-from weyl.config.schema import OptimConfig
 from weyl.optim.adamw2 import AdamW2
+from weyl.optim.optim_config import OptimConfig, OptimizerName
 from weyl.optim.sgdw2 import SGDW2
 
-OPTIMIZER_NAMES = ("adamw", "adamw2", "sgd", "sgdw2")
 _WRAPPER_PARTS = {"module", "_orig_mod"}
 
 
@@ -74,24 +73,19 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.name`` over ``model``'s decay/no-decay param groups."""
+    """The optimizer named by ``cfg.name`` over ``model``'s decay/no-decay param groups.
+
+    ``cfg`` checked its values when it was created (:class:`OptimConfig`).
+    """
     groups = param_groups(model, cfg.weight_decay)
-    betas = tuple(cfg.betas)
-    if len(betas) != 2:
-        raise ValueError(f"optim.betas={list(cfg.betas)}: give two values, e.g. [0.9, 0.95]")
-    if cfg.name == "adamw":
+    betas = (cfg.betas[0], cfg.betas[1])
+    name = OptimizerName(cfg.name)
+    if name is OptimizerName.adamw:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
-    if cfg.name == "adamw2":
+    if name is OptimizerName.adamw2:
         return AdamW2(
             groups, lr=cfg.lr, betas=betas, eps=cfg.eps, tau=cfg.tau, power_iters=cfg.power_iters
         )
-    if cfg.name == "sgd":
+    if name is OptimizerName.sgd:
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
-    if cfg.name == "sgdw2":
-        return SGDW2(
-            groups, lr=cfg.lr, momentum=cfg.momentum, tau=cfg.tau, power_iters=cfg.power_iters
-        )
-    raise ValueError(
-        f"optim.name={cfg.name!r} is not a known optimizer; set optim.name to one of "
-        f"{list(OPTIMIZER_NAMES)}"
-    )
+    return SGDW2(groups, lr=cfg.lr, momentum=cfg.momentum, tau=cfg.tau, power_iters=cfg.power_iters)

@@ -1,8 +1,12 @@
-"""``weyl train``: the Hydra app that composes, validates and runs a recipe.
+"""``weyl train``: compose, validate and run a recipe; ``-m`` sweeps and Hydra's inspection flags
+go through Hydra's own main.
 
-The config is composed and validated once with Hydra's compose API before Hydra's own main
-takes over, so a bad key or value fails with one line (exit code 2) before anything is built;
-Hydra's flags (``--cfg job``, ``-m`` sweeps, ``hydra/launcher=...``) then work as usual.
+A single run is composed once with Hydra's compose API, validated once and started
+(:func:`weyl.train.launch.launch_recipe`): a bad key or value fails with one line (exit code 2)
+before anything is built. ``-m`` sweeps, ``--cfg``, ``--info``, ``--hydra-help`` (and
+``hydra/launcher=...`` with ``-m``) go through ``hydra.main``, which composes each job once;
+each sweep job is validated once in :func:`_task`. Flags are told from overrides by Hydra's
+own argument parser.
 
 Exit codes (:mod:`weyl.train.exit_codes`): the run's outcome (0 finished, 4 crashed, 3
 preempted, 130 interrupted), 2 for bad input, 1 for any other error, each with one line on
@@ -13,74 +17,32 @@ sweep. Under submitit the exception is re-raised so that submitit records the fa
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from weyl.config import ConfigError, build_config
 from weyl.config.compose import (
     CONFIG_GROUPS,
-    ConfigFileError,
     available_options,
     check_override_syntax,
+    check_yaml_files,
+    compose_raw,
+    compose_run,
     config_dir,
-    first_job,
-    load_config,
     to_plain,
 )
-from weyl.config.validate import ConfigError
 from weyl.train.exit_codes import BAD_INPUT, ERROR, INTERRUPTED, worst_exit_code
 from weyl.train.run_status import read_status
 
-# Flags Hydra consumes itself; the ones in _TAKES_VALUE are followed by a value.
-_HYDRA_FLAGS = {
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--resolve",
-    "--info",
-    "-i",
-    "--hydra-help",
-    "--shell-completion",
-    "-sc",
-    "--multirun",
-    "-m",
-    "--run",
-    "-r",
-    "--config-dir",
-    "-cd",
-    "--config-name",
-    "-cn",
-    "--config-path",
-    "-cp",
-    "--experimental-rerun",
-}
-_TAKES_VALUE = {
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--info",
-    "-i",
-    "--shell-completion",
-    "-sc",
-    "--config-dir",
-    "-cd",
-    "--config-name",
-    "-cn",
-    "--config-path",
-    "-cp",
-    "--experimental-rerun",
-}
-_NO_PREVALIDATION = {
-    "--info",
-    "-i",
-    "--hydra-help",
-    "--shell-completion",
-    "-sc",
-    "--multirun",
-    "-m",
-}
+# Hydra's flags that take over from the single-run path (each needs Hydra's own main).
+_HYDRA_MODES = (
+    "multirun", "cfg", "info", "hydra_help", "shell_completion", "resolve", "package",
+    "config_path", "config_name", "config_dir", "experimental_rerun",
+)  # fmt: skip
 
 _exit_code = 0
 
@@ -113,19 +75,22 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate Hydra flags (with their values) from ``key=value`` overrides."""
-    flags, overrides = [], []
-    it = iter(argv)
-    for arg in it:
-        name = arg.split("=", 1)[0] if arg.startswith("-") else arg
-        if name in _HYDRA_FLAGS:
-            flags.append(arg)
-            if name in _TAKES_VALUE and "=" not in arg:
-                flags.append(next(it, ""))
-        else:
-            overrides.append(arg)
-    return flags, overrides
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``argv`` read by Hydra's own argument parser: its flags, and ``overrides``."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str) -> None:  # argparse prints its usage block; weyl prints one line
+        raise ConfigError(f"{message} (see `weyl train --help`)")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser.parse_intermixed_args(argv)
+
+
+def uses_hydra_main(args: argparse.Namespace) -> bool:
+    """True for a sweep or an inspection flag (``--cfg``, ``--info``, ...): Hydra's main runs it."""
+    return any(getattr(args, name) not in (None, False) for name in _HYDRA_MODES)
 
 
 def _fail(message: str, code: int = BAD_INPUT) -> int:
@@ -142,14 +107,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _interrupted_line(summary: dict | None, run_dir: str) -> str:
+def _interrupted_line(summary: dict | None, run_dir: str | None) -> str:
     """The one line after a Ctrl-C (clean stop, second Ctrl-C, or during set-up)."""
     if summary is not None:
         return (
             f"interrupted at step {summary['step']}; checkpoint saved in {run_dir}; "
             "rerun the same command to continue"
         )
-    status = read_status(run_dir) if Path(run_dir).is_dir() else None
+    status = read_status(run_dir) if run_dir and Path(run_dir).is_dir() else None
     reason = (status or {}).get("reason") or ""
     if "second Ctrl-C" in reason:
         return (
@@ -175,55 +140,77 @@ def _export_submitit_layout() -> bool:
     return True
 
 
-def _task(cfg) -> None:  # the Hydra task function; Hydra passes the composed DictConfig
-    under_submitit = _export_submitit_layout()
-    from hydra.core.hydra_config import HydraConfig
-
-    plain = to_plain(cfg)
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
-        plain["run_dir"] = hydra_cfg.runtime.output_dir
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
-    from weyl.train.launch import start_run
-
+def _run_job(start: Callable[[], dict[str, Any]], under_submitit: bool) -> int:
+    """Run one job (a single run or one job of a sweep); returns its exit code, after one line
+    on stderr for a failure. A Ctrl-C raises SystemExit(130): it ends a sweep too."""
     debug = os.environ.get("WEYL_DEBUG") == "1"
     try:
-        summary = start_run(plain, ["weyl", "train", *sys.argv[1:]], extra={"choices": choices})
-    except KeyboardInterrupt:
+        summary = start()
+    except KeyboardInterrupt as stop:
         if under_submitit or debug:
             raise
-        if _is_rank0():
-            print(f"weyl train: {_interrupted_line(None, plain['run_dir'])}", file=sys.stderr)
+        if _is_rank0():  # start_run names the run dir on the exception once it knows it
+            line = _interrupted_line(None, getattr(stop, "run_dir", None))
+            print(f"weyl train: {line}", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None  # ends a sweep too: the user asked to stop
     except ConfigError as exc:
         if under_submitit or debug:
             raise
-        _record(_fail(str(exc)))
-        return
+        return _fail(str(exc))
     except (ValueError, FileNotFoundError) as exc:
         # Set-up errors (missing data set, a vocabulary larger than the model) are one line.
         if under_submitit or debug:
             raise  # submitit must record the failure, not a success
-        _record(_fail(_first_line(exc)))
-        return
+        return _fail(_first_line(exc))
     except Exception as exc:
         # Anything else (an I/O error, a bug): one line, status.json says "failed", exit 1.
         if under_submitit or debug:
             raise
-        _record(
-            _fail(f"{type(exc).__name__}: {_first_line(exc)} (WEYL_DEBUG=1 for the traceback)", ERROR)
+        return _fail(
+            f"{type(exc).__name__}: {_first_line(exc)} (WEYL_DEBUG=1 for the traceback)", ERROR
         )
-        return
     code = int(summary.get("exit_code", 0)) if isinstance(summary, dict) else 0
-    _record(code)
     if code == INTERRUPTED:
         if _is_rank0():
-            print(f"weyl train: {_interrupted_line(summary, plain['run_dir'])}", file=sys.stderr)
+            line = _interrupted_line(summary, summary.get("run_dir"))
+            print(f"weyl train: {line}", file=sys.stderr)
         if not under_submitit:
             raise SystemExit(INTERRUPTED)  # a Ctrl-C ends the whole sweep, not one job
     if under_submitit and summary.get("state") in ("preempted", "interrupted"):
         # No result for submitit to record: the sweep waits for the requeued job instead.
         raise SystemExit(code)
+    return code
+
+
+def _run_single(overrides: list[str], argv: list[str]) -> int:
+    """Compose once, validate once, run (no Hydra main: no Hydra output dirs or logging)."""
+    from weyl.train.launch import launch_recipe
+
+    under_submitit = _export_submitit_layout()
+    try:
+        return _run_job(lambda: launch_recipe(overrides, ["weyl", "train", *argv]), under_submitit)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else ERROR
+
+
+def _task(cfg) -> None:  # the Hydra task function of a sweep job; Hydra passes the DictConfig
+    under_submitit = _export_submitit_layout()
+    from hydra.core.hydra_config import HydraConfig
+
+    from weyl.train.launch import start_run
+
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
+    plain: dict[str, Any] = {}
+
+    def start() -> dict[str, Any]:
+        plain.update(to_plain(cfg))
+        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+            plain["run_dir"] = hydra_cfg.runtime.output_dir
+        typed = build_config(plain)  # this job's one validation
+        return start_run(typed, plain, ["weyl", "train", *sys.argv[1:]], extra={"choices": choices})
+
+    _record(_run_job(start, under_submitit))
 
 
 def _record(code: int) -> None:
@@ -232,46 +219,14 @@ def _record(code: int) -> None:
     _exit_code = worst_exit_code([_exit_code, code])
 
 
-def _check_sweep_files(overrides: list[str]) -> None:
-    """Before a sweep starts: its first job's config files must parse. Other config errors are
-    left to each job (a value wrong for one recipe of the sweep may be right for the next)."""
-    try:
-        load_config(first_job(overrides))
-    except ConfigFileError:
-        raise
-    except ConfigError:
-        pass
-
-
-def check_arguments(argv: list[str]) -> int:
-    """Compose and validate what ``weyl train argv`` would run: 0, or the one line and exit code 2.
-
-    Also run by ``weyl torchrun`` before it starts any worker.
-    """
-    flags, overrides = split_args(argv)
-    names = {f.split("=", 1)[0] for f in flags}
-    try:
-        check_override_syntax(overrides)
-        if names & {"-m", "--multirun"}:
-            _check_sweep_files(overrides)
-        elif not names & _NO_PREVALIDATION:
-            load_config(overrides)
-    except ConfigError as exc:
-        return _fail(str(exc))
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    """Validate the overrides, then hand over to Hydra's main."""
+def _run_hydra_main(argv: list[str]) -> int:
+    """Hand ``argv`` to Hydra's main (a sweep, or ``--cfg``/``--info``/``--hydra-help``)."""
     global _exit_code
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
-        return 0
-    code = check_arguments(argv)
-    if code:
-        return code
     import hydra
 
+    from weyl.config.compose import register_schemas
+
+    register_schemas()
     _exit_code = 0
     entry = hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)(_task)
     saved_argv = sys.argv
@@ -283,7 +238,50 @@ def main(argv: list[str]) -> int:
         _record(code)
     finally:
         sys.argv = saved_argv
+    return _exit_code
+
+
+def _check_before_hydra(args: argparse.Namespace) -> None:
+    """Hydra reports a broken YAML file (and, for --cfg, a bad key or type) in many lines; say
+    it in one first. A sweep's jobs are each composed (and validated) by Hydra alone."""
+    check_yaml_files(args.overrides)
+    if args.cfg and not args.multirun:
+        compose_raw(args.overrides)
+
+
+def check_arguments(argv: list[str]) -> int:
+    """What ``weyl train argv`` would refuse before starting: 0, or the one line and exit code 2.
+    A single run's config is composed and validated; a sweep's files are checked.
+
+    Run by ``weyl torchrun`` before it starts any worker (each worker then composes its own).
+    """
+    try:
+        args = parse_args(argv)
+        check_override_syntax(args.overrides)
+        if uses_hydra_main(args):
+            _check_before_hydra(args)
+        else:
+            compose_run(args.overrides)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``weyl train``: one run through :func:`weyl.train.launch.launch_recipe`, or Hydra's main."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    try:
+        args = parse_args(argv)
+        check_override_syntax(args.overrides)
+        hydra_main = uses_hydra_main(args)
+        if hydra_main:
+            _check_before_hydra(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    code = _run_hydra_main(argv) if hydra_main else _run_single(args.overrides, argv)
     from weyl.train.distributed import exit_launched_worker
 
-    exit_launched_worker(_exit_code)  # a torchrun worker after gloo: no finalization
-    return _exit_code
+    exit_launched_worker(code)  # a torchrun worker after gloo: no finalization
+    return code

@@ -23,8 +23,7 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from weyl.config.schema import TrainConfig
-from weyl.config.validate import CONSOLE_MODES
+from weyl.config import TrainConfig
 from weyl.optim.weyl_clip import clip_off
 from weyl.readable_numbers import format_duration, format_si
 from weyl.train.loggers import ProgressBar
@@ -292,10 +291,6 @@ class ConsoleLog:
         progress: bool = True,
         stream: TextIO | None = None,
     ) -> None:
-        if mode not in CONSOLE_MODES:
-            raise ValueError(
-                f"logger.console={mode!r} is unknown; use one of {', '.join(CONSOLE_MODES)}"
-            )
         self.stream = stream if stream is not None else sys.stdout
         self.enabled = mode != "off"
         self.total, self.unit = total, unit

@@ -12,8 +12,6 @@ import statistics
 from collections import deque
 from typing import Any
 
-CRASH_ACTIONS = ("stop", "rollback")
-
 
 def chance_loss(num_outputs: int) -> float:
     """Cross-entropy of a uniform guess over ``num_outputs`` classes/tokens: ln(n).

@@ -1,7 +1,9 @@
 """Start one run: the single path that ``weyl train``, ``weyl demo`` (and sweeps) go through.
 
-``start_run`` takes the composed, resolved config as plain data and does, in order, what every
-launch must do: validate, lock the run directory, check that a relaunch into an existing run
+:func:`launch_recipe` composes a recipe and its overrides once, validates once and calls
+:func:`start_run`; a ``-m`` sweep job (composed by Hydra) calls :func:`start_run` itself.
+``start_run`` takes the validated config and its plain, resolved twin (what ``config.yaml``
+records) and does, in order, what every launch must do: lock the run directory, check that a relaunch into an existing run
 directory continues the *same* run (see :mod:`weyl.train.config_drift`), record the run
 directory, train, and return the run summary. Keeping it in one place means a rule about
 starting runs holds for every command.
@@ -36,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from weyl.config.validate import ConfigError, validate
+from weyl.config import ConfigError, TrainConfig, build_config, compose_run
+from weyl.config.compose import plain_config
 from weyl.train.config_drift import describe_changes, trajectory_changes
 from weyl.train.exit_codes import ERROR
 
@@ -98,6 +101,16 @@ def move_run_aside(run_dir: Path) -> Path:
     return target
 
 
+def with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's config.yaml with the keys it left at their default filled in, so that
+    a key the schema gained since (written out by every new run) is not a change; unchanged
+    when it no longer validates (its differences are then reported key by key)."""
+    try:
+        return plain_config(build_config(old))
+    except (ConfigError, KeyError, TypeError, AttributeError):
+        return old
+
+
 def check_relaunch(run_dir: Path, plain: dict[str, Any], resume: str) -> list[dict[str, Any]]:
     """Apply ``trainer.resume`` to an existing run in ``run_dir``; returns events to log.
 
@@ -120,7 +133,7 @@ def check_relaunch(run_dir: Path, plain: dict[str, Any], resume: str) -> list[di
             raise ConfigError(
                 f"{config_path}: not readable YAML ({exc.__class__.__name__})"
             ) from None
-        changes = trajectory_changes(old, plain)
+        changes = trajectory_changes(with_defaults(old), plain)
     if not changes:
         return []
     if resume == "auto":
@@ -130,18 +143,32 @@ def check_relaunch(run_dir: Path, plain: dict[str, Any], resume: str) -> list[di
     return [{"event": "config_changed", "changes": {k: [a, b] for k, (a, b) in changes.items()}}]
 
 
-def start_run(
-    plain: dict[str, Any], argv: list[str], extra: dict[str, Any] | None = None
+def launch_recipe(
+    overrides: list[str], argv: list[str], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Validate ``plain``, lock its run directory (rank 0), check a relaunch, prepare the run
-    directory and train; returns the summary (``exit_code`` 1, ``state`` ``failed`` after an I/O
-    failure)."""
+    """Compose ``overrides`` (``recipe=...``, ``key=value``) once, validate once, and start the
+    run (:func:`start_run`); ``argv`` is the command recorded in the run directory.
+
+    A bad config raises :class:`~weyl.config.ConfigError` (one line) before anything is built.
+    """
+    run = compose_run(overrides)
+    return start_run(run.config, run.plain, argv, extra={"choices": run.choices, **(extra or {})})
+
+
+def start_run(
+    typed: TrainConfig,
+    plain: dict[str, Any],
+    argv: list[str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Lock the run directory of ``typed`` (rank 0), check a relaunch, record ``plain`` (the
+    resolved config ``typed`` was built from) in the run directory and train; returns the
+    summary (``exit_code`` 1, ``state`` ``failed`` after an I/O failure)."""
     from weyl.durable_files import os_error_in
     from weyl.train import run_training
     from weyl.train.run_dir import prepare_run_dir
     from weyl.train.run_lock import RunDirLock, take_over_killed_run
 
-    typed = validate(plain)
     run_dir = Path(typed.run_dir)
     prog = " ".join(argv[:2]) or "weyl"
     lock = RunDirLock(run_dir) if _is_rank0() else None
@@ -173,6 +200,9 @@ def start_run(
         return run_training(typed, launch_events=events)
     except BaseException as err:
         from weyl.train.checkpoint import CheckpointError
+
+        if isinstance(err, KeyboardInterrupt):
+            err.run_dir = str(run_dir)  # for the caller's one line (weyl.train.cli)
 
         if isinstance(err, CheckpointError) and lock is not None:
             _record_failure(run_dir, str(err), started)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from weyl.config.schema import TrainConfig
+from weyl.config import TrainConfig
 from weyl.train import fault_injection
 from weyl.train.checkpoint import CheckpointManager
 from weyl.train.console_log import ConsoleLog, banner_lines
@@ -71,8 +71,6 @@ def seed_everything(seed: int) -> None:
 
 def batch_geometry(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
     """(micro batch per rank, accumulation steps) for a global batch over ``world_size`` ranks."""
-    if global_batch <= 0:
-        raise ValueError(f"trainer.global_batch_size={global_batch} must be > 0")
     micro = micro_batch or global_batch // world_size
     if micro <= 0 or global_batch % (micro * world_size) != 0:
         raise ValueError(
@@ -91,8 +89,6 @@ def total_steps_for(cfg: TrainConfig, samples_per_epoch: int) -> int:
                 "trainer.epochs needs a data set with a known size; set trainer.max_steps"
             )
         return max(1, math.ceil(t.epochs * samples_per_epoch / t.global_batch_size))
-    if t.max_steps <= 0:
-        raise ValueError(f"trainer.max_steps={t.max_steps} must be > 0 (or set trainer.epochs)")
     return t.max_steps
 
 
@@ -218,10 +214,6 @@ def run_training(
     """
     factories = factories or default_factories()
     fault_injection.install_from_env()
-    if cfg.trainer.ema:
-        raise ValueError(
-            "trainer.ema=true is not supported by this trainer yet; set trainer.ema=false"
-        )
     ctx = init_distributed(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
     loggers = MetricLoggers()

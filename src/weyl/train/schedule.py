@@ -20,24 +20,22 @@ from dataclasses import dataclass
 
 from torch.optim import Optimizer
 
-from weyl.config.schema import ScheduleConfig
-
-SCHEDULES = ("cosine", "constant")
+from weyl.train.train_config import ScheduleConfig, ScheduleName
+from weyl.value_checks import one_of
 
 
 @dataclass(frozen=True)
 class LRSchedule:
     """A resolved schedule: peak/min LR, warmup and total length in optimizer steps."""
 
-    name: str
+    name: ScheduleName | str
     peak_lr: float
     min_lr: float
     warmup_steps: int
     total_steps: int
 
     def __post_init__(self) -> None:
-        if self.name not in SCHEDULES:
-            raise ValueError(f"schedule.name={self.name!r} is unknown; use one of {SCHEDULES}")
+        one_of(ScheduleName, self.name, "schedule.name")  # LRSchedule is usable on its own
         if self.total_steps <= 0:
             raise ValueError(f"trainer.max_steps={self.total_steps} must be > 0")
         if self.warmup_steps < 0:

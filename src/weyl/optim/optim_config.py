@@ -1,0 +1,55 @@
+"""The optimizer's config, checked when it is built (no torch import here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from weyl.value_checks import one_of, require
+
+
+class OptimizerName(StrEnum):
+    """``adamw`` (torch), ``adamw2`` (Algorithm 1), ``sgd`` (torch, momentum), ``sgdw2``
+    (SGD-momentum with the spectral LR clip)."""
+
+    adamw = "adamw"
+    adamw2 = "adamw2"
+    sgd = "sgd"
+    sgdw2 = "sgdw2"
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerName = OptimizerName.adamw2
+    lr: float = 6e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    # AdamW² threshold on lr·σ₁(ΔW)/σ₁(W); null disables the clip.
+    tau: float | None = 0.01
+    power_iters: int = 1
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        self.name = one_of(OptimizerName, self.name, "optim.name")
+        require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        betas = list(self.betas)
+        require(len(betas) == 2, "optim.betas", f"needs two values [beta1, beta2], got {betas}")
+        require(
+            all(0.0 <= b < 1.0 for b in betas),
+            "optim.betas",
+            f"each must be in [0, 1), got {betas}",
+        )
+        require(self.eps > 0, "optim.eps", f"must be > 0, got {self.eps}")
+        require(
+            self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}"
+        )
+        require(
+            self.tau is None or self.tau > 0,
+            "optim.tau",
+            f"must be > 0 (or null to disable the clip), got {self.tau}",
+        )
+        require(self.power_iters >= 1, "optim.power_iters", f"must be >= 1, got {self.power_iters}")
+        require(
+            0.0 <= self.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {self.momentum}"
+        )
