@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from weyl.config.compose import config_dir
-from weyl.train import cli
+from weyl.commands import train as cli
 
 
 def _launcher(*overrides: str):

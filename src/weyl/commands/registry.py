@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the main job: AdamW vs AdamW+warmup vs AdamW² without warmup, on CPU in minutes",
     ),
     "train": (
-        "weyl.train.cli",
+        "weyl.commands.train",
         "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
     ),
     "torchrun": (

@@ -135,7 +135,7 @@ def main(argv: list[str]) -> int:
             BAD_INPUT,
         )
     if command == "train" and "--help" not in args.training_script_args[1:]:
-        from weyl.train.cli import check_arguments
+        from weyl.commands.train import check_arguments
 
         code = check_arguments(args.training_script_args[1:])  # a bad config: before any worker
         if code:

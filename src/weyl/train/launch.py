@@ -202,7 +202,7 @@ def start_run(
         from weyl.train.checkpoint import CheckpointError
 
         if isinstance(err, KeyboardInterrupt):
-            err.run_dir = str(run_dir)  # for the caller's one line (weyl.train.cli)
+            err.run_dir = str(run_dir)  # for the caller's one line (weyl.commands.train)
 
         if isinstance(err, CheckpointError) and lock is not None:
             _record_failure(run_dir, str(err), started)
