@@ -8,8 +8,8 @@ import os
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from weyl.config.compose import config_dir
 from weyl.commands import train as cli
+from weyl.config.compose import config_dir
 
 
 def _launcher(*overrides: str):
