@@ -2,11 +2,23 @@
 
 import errno
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 import yaml
 
-from tests.train.cli_runs import TINY, fill_up, reference_run, stderr_lines, tmpfs, weyl_train
+from tests.train.cli_runs import (
+    TINY,
+    WEYL,
+    cli_env,
+    fill_up,
+    reference_run,
+    stderr_lines,
+    tmpfs,
+    weyl_train,
+)
 from tests.train.fixtures import assert_same_trajectory, step_records
 from weyl.cli import main as weyl_main
 from weyl.durable_files import replace_durably, temp_path, write_durably
@@ -116,3 +128,38 @@ def test_write_durably_replaces_text_and_bytes_through_one_temp_name(tmp_path):
     assert target.read_bytes() == b"new"
     assert temp_path(target) == tmp_path / ".tmp-status.json"  # what the launcher cleans up
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
+
+
+def _as_root_without_permission_override() -> list[str]:
+    """A command prefix under which root meets EACCES like any user: setpriv drops the
+    capabilities that let root write where the mode bits say no."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.parametrize("run_dir_exists", [True, False], ids=["run-dir", "its-parent"])
+def test_permission_denied_on_the_run_dir_or_its_parent_is_one_line(
+    tmp_path, kjv_data, run_dir_exists
+):
+    prefix = _as_root_without_permission_override()
+    locked = tmp_path / "locked"
+    run = locked / "run"
+    (run if run_dir_exists else locked).mkdir(parents=True)
+    (run if run_dir_exists else locked).chmod(0o555)
+    try:
+        proc = subprocess.run(
+            [*prefix, str(WEYL), "train", *TINY, f"run_dir={run}"],
+            env=cli_env(kjv_data),
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+    finally:
+        (run if run_dir_exists else locked).chmod(0o755)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert stderr_lines(proc) == [
+        f"weyl train: run_dir {run} is not writable (permission denied); choose another run_dir=..."
+    ]
+    assert not list(locked.rglob("*.yaml")) and not list(locked.rglob("status.json"))
