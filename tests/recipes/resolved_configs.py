@@ -31,12 +31,9 @@ IGNORED_KEYS = ("name", "run_dir", "logger.wandb.name")
 
 def sweep_jobs(recipe: str) -> list[list[str]]:
     """The extra overrides of each job of a ``-m`` recipe's own sweep ([[]] for a plain recipe)."""
-    from hydra import compose, initialize_config_dir
+    from weyl.config.compose import compose_raw
 
-    from weyl.config.compose import config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose("train", overrides=[f"recipe={recipe}"], return_hydra_config=True)
+    cfg = compose_raw([f"recipe={recipe}"], with_hydra=True)
     params = cfg.hydra.sweeper.params or {}
     jobs: list[list[str]] = [[]]
     for key, values in params.items():  # Hydra's basic sweeper: the cartesian product

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 from tests.recipes.composition import (
     METHODS,
@@ -25,7 +24,7 @@ from tests.recipes.composition import (
     is_column,
     named_runs,
 )
-from weyl.config.compose import config_dir, load_config
+from weyl.config.compose import compose_raw, config_dir, load_config
 
 SWEEPS = config_dir().parent / "sweeps"  # wandb sweep files, not Hydra recipes
 RECIPE_NAMES = named_runs()
@@ -106,8 +105,7 @@ def test_paper_recipe_names_are_unique() -> None:
 
 
 def _sweeper_params(recipe: str) -> dict[str, list[str]]:
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose("train", overrides=[f"recipe={recipe}"], return_hydra_config=True)
+    cfg = compose_raw([f"recipe={recipe}"], with_hydra=True)
     return {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import os
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from weyl.commands import train as cli
-from weyl.config.compose import config_dir
+from weyl.config.compose import compose_raw
 
 
 def _launcher(*overrides: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose(
-            config_name="train",
-            overrides=["recipe=smoke/gpt_tiny", "hydra/launcher=slurm", *overrides],
-            return_hydra_config=True,
-        )
+    cfg = compose_raw(
+        ["recipe=smoke/gpt_tiny", "hydra/launcher=slurm", *overrides], with_hydra=True
+    )
     return cfg.hydra
 
 
