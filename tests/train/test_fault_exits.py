@@ -369,7 +369,7 @@ def torch_log_line(line: str) -> bool:
     return len(head) == 5 and head[0] in "DIWEF" and head[1:].isdigit()
 
 
-@pytest.mark.slow
+@pytest.mark.distributed
 def test_ctrl_c_under_weyl_torchrun_checkpoints_every_rank_and_exits_130(base_env, tmp_path):
     # A terminal's Ctrl-C goes to the whole foreground process group: the launcher and its
     # workers; torchrun then forwards SIGINT to the workers once more (the echo they ignore).
