@@ -58,6 +58,10 @@ def test_adamw2_trains_at_least_as_well_as_no_warmup_adamw(demo_runs):
     # and the clip really acted: AdamW² logged a positive clip rate.
     from weyl.report.run_data import load_run
 
-    clip = [v for k in load_run(runs["adamw2_nowarmup"]).metric_keys() if k.endswith("clip_rate")
-            for v in load_run(runs["adamw2_nowarmup"]).series(k)[1]]
+    clip = [
+        v
+        for k in load_run(runs["adamw2_nowarmup"]).metric_keys()
+        if k.endswith("clip_rate")
+        for v in load_run(runs["adamw2_nowarmup"]).series(k)[1]
+    ]
     assert clip and max(clip) > 0

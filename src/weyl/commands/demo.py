@@ -67,7 +67,12 @@ def run_recipe(recipe: str, run_dir: Path, overrides: list[str], progress: bool)
     """Compose one recipe and start it into ``run_dir`` through the same launcher as ``weyl train``."""
     from weyl.train.launch import launch_recipe
 
-    args = [f"recipe={recipe}", f"run_dir={run_dir}", f"logger.progress={str(progress).lower()}", *overrides]
+    args = [
+        f"recipe={recipe}",
+        f"run_dir={run_dir}",
+        f"logger.progress={str(progress).lower()}",
+        *overrides,
+    ]
     return launch_recipe(args, ["weyl", "train", *args], extra={"recipe": recipe})
 
 
@@ -86,16 +91,42 @@ def _demo(argv: list[str]) -> int:
         description="Reproduce the paper's claim on CPU: AdamW without warmup collapses, with warmup trains, "
         "AdamW² without warmup trains as well (3 runs on the embedded KJV text, then a comparison).",
     )
-    parser.add_argument("--out", default="runs/demo", help="directory for the runs and the comparison (default runs/demo)")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per run instead of 1000 (smoke use, < 3 min)")
-    parser.add_argument("--steps", type=int, default=0, help="steps per run (overrides --quick; warmup stays 10%% of it)")
-    parser.add_argument("--sigma-reparam", action="store_true", help="also run σReparam without warmup")
-    parser.add_argument("--lr-sweep", nargs="*", type=float, metavar="LR",
-                        help="run the methods over these peak LRs (default 5e-3 1e-2 2e-2) and plot final loss vs LR")
-    parser.add_argument("--fresh", action="store_true", help="move earlier demo runs aside and train again")
+    parser.add_argument(
+        "--out",
+        default="runs/demo",
+        help="directory for the runs and the comparison (default runs/demo)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_STEPS} steps per run instead of 1000 (smoke use, < 3 min)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="steps per run (overrides --quick; warmup stays 10%% of it)",
+    )
+    parser.add_argument(
+        "--sigma-reparam", action="store_true", help="also run σReparam without warmup"
+    )
+    parser.add_argument(
+        "--lr-sweep",
+        nargs="*",
+        type=float,
+        metavar="LR",
+        help="run the methods over these peak LRs (default 5e-3 1e-2 2e-2) and plot final loss vs LR",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="move earlier demo runs aside and train again"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
-    parser.add_argument("overrides", nargs="*", help="extra key=value overrides applied to every run")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default: all cores)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="extra key=value overrides applied to every run"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -130,7 +161,10 @@ def _demo(argv: list[str]) -> int:
                 f"({describe_changes(exc.changes)}); pass --fresh to move it aside and train "
                 "again, or --out DIR for a separate demo"
             ) from None
-        print(f"   {result.get('state')} at step {result.get('step')} in {time.time() - t0:.0f} s", flush=True)
+        print(
+            f"   {result.get('state')} at step {result.get('step')} in {time.time() - t0:.0f} s",
+            flush=True,
+        )
         code = int(result.get("exit_code", 0))
         if code in (INTERRUPTED, PREEMPTED):
             # The user (or the scheduler) asked to stop: the demo stops too, resumable as is.
@@ -172,9 +206,14 @@ def _demo(argv: list[str]) -> int:
     total = time.time() - started
     print("\n" + summary_table(summaries))
     print("\n" + verdict_table(checks))
-    print(f"\nfigure: {png}\ntotal wall time: {total / 60:.1f} min on {torch.get_num_threads()} CPU threads")
+    print(
+        f"\nfigure: {png}\ntotal wall time: {total / 60:.1f} min on {torch.get_num_threads()} CPU threads"
+    )
     (out / "verdict.md").write_text(
-        summary_table(summaries) + "\n\n" + verdict_table(checks) + f"\n\ntotal wall time: {total / 60:.1f} min\n"
+        summary_table(summaries)
+        + "\n\n"
+        + verdict_table(checks)
+        + f"\n\ntotal wall time: {total / 60:.1f} min\n"
     )
     return 0 if all(c.passed for c in checks) else 1
 

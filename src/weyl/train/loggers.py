@@ -137,8 +137,13 @@ class ProgressBar:
             self._progress.stop()
 
 
-WANDB_ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled",
-                   "run": "online", "dryrun": "offline"}  # wandb's own aliases
+WANDB_ENV_MODES = {
+    "online": "online",
+    "offline": "offline",
+    "disabled": "disabled",
+    "run": "online",
+    "dryrun": "offline",
+}  # wandb's own aliases
 # Seconds wandb may spend reaching its server before an online run falls back to offline
 # (wandb's default waits ~100 s and then raises; measured with this: ~6-8 s to the fallback).
 WANDB_INIT_TIMEOUT_S = 8.0
