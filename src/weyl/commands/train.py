@@ -256,15 +256,23 @@ def check_arguments(argv: list[str]) -> int:
     Run by ``weyl torchrun`` before it starts any worker (each worker then composes its own).
     """
     try:
-        args = parse_args(argv)
-        check_override_syntax(args.overrides)
-        if uses_hydra_main(args):
-            _check_before_hydra(args)
-        else:
+        args, hydra_main = _prechecked(argv)
+        if not hydra_main:
             compose_run(args.overrides)
     except ConfigError as exc:
         return _fail(str(exc))
     return 0
+
+
+def _prechecked(argv: list[str]):
+    """Parse ``argv`` and check what can be checked before running: the overrides' syntax, and
+    for Hydra's main the files it will read. Returns (args, whether Hydra's main runs it)."""
+    args = parse_args(argv)
+    check_override_syntax(args.overrides)
+    hydra_main = uses_hydra_main(args)
+    if hydra_main:
+        _check_before_hydra(args)
+    return args, hydra_main
 
 
 def main(argv: list[str]) -> int:
@@ -273,11 +281,7 @@ def main(argv: list[str]) -> int:
         print(help_text())
         return 0
     try:
-        args = parse_args(argv)
-        check_override_syntax(args.overrides)
-        hydra_main = uses_hydra_main(args)
-        if hydra_main:
-            _check_before_hydra(args)
+        args, hydra_main = _prechecked(argv)
     except ConfigError as exc:
         return _fail(str(exc))
     code = _run_hydra_main(argv) if hydra_main else _run_single(args.overrides, argv)
