@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -93,3 +95,94 @@ def test_zero_matrices_among_others_keep_their_vectors_in_one_call():
         exact = torch.linalg.svdvals(mats[i].double())[0].item()
         assert est[i].item() == pytest.approx(exact, rel=1e-4)
         assert vecs[i].norm().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def _plain_power_iteration(m: torch.Tensor, v: torch.Tensor, iters: int) -> float:
+    """The paper's power iteration written out: the reference Lanczos must never fall below."""
+    m, v = m.double(), v.double()
+    sigma = 0.0
+    for _ in range(iters):
+        u = m @ v
+        u = u / u.norm()
+        w = m.t() @ u
+        sigma = w.norm().item()
+        v = w / sigma
+    return sigma
+
+
+def _hard_spectra() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    left, _ = torch.linalg.qr(torch.randn(96, 40, generator=g))
+    right, _ = torch.linalg.qr(torch.randn(64, 40, generator=g))
+    near = torch.linspace(1.0, 0.1, 40)
+    near[1] = 0.999  # near-degenerate top two
+    return {
+        "sign-like": torch.randint(0, 2, (96, 64), generator=g).float() * 2 - 1,
+        "near-degenerate": left @ torch.diag(near) @ right.t(),
+        "rank-1": torch.outer(torch.randn(96, generator=g), torch.randn(64, generator=g)),
+        "gaussian": torch.randn(96, 64, generator=g),
+        "zero": torch.zeros(96, 64),
+    }
+
+
+@pytest.mark.parametrize("name", list(_hard_spectra()))
+@pytest.mark.parametrize("steps", [1, 2, 3, 40])
+def test_lanczos_is_a_lower_bound_at_least_power_iteration(name, steps):
+    m = _hard_spectra()[name]
+    exact = torch.linalg.svdvals(m.double())[0].item()
+    v = initial_vector(64, seed=11)
+    power = _plain_power_iteration(m, v.clone(), steps) if exact > 0 else 0.0
+    est = spectral_norm_estimates([m], [ShardLayout(m.shape)], [v], iters=steps).item()
+    assert est <= exact * (1 + 1e-5) + 1e-12
+    assert est >= power * (1 - 1e-5)
+    if steps == 40 or name == "rank-1":
+        assert est == pytest.approx(exact, rel=1e-4, abs=1e-12)
+    assert v.norm().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_warm_start_keeps_the_ritz_vector():
+    m = _hard_spectra()["near-degenerate"]
+    v = initial_vector(64, seed=2)
+    spectral_norm_estimates([m], [ShardLayout(m.shape)], [v], iters=30)
+    top = torch.linalg.svd(m.double())[2][0].float()
+    # Near-degenerate top two: the kept vector lies in their span, and restarts from it are exact.
+    span = torch.linalg.svd(m.double())[2][:2].float()
+    assert (span @ v).norm().item() == pytest.approx(1.0, abs=1e-3)
+    again = spectral_norm_estimates([m], [ShardLayout(m.shape)], [v], iters=1).item()
+    assert again == pytest.approx(torch.linalg.svdvals(m.double())[0].item(), rel=1e-4)
+    assert top.norm().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_per_tensor_step_counts_equal_separate_calls():
+    g = torch.Generator().manual_seed(3)
+    mats = [torch.randn(40, 24, generator=g), torch.randn(40, 24, generator=g)]
+    vecs = [initial_vector(24, seed=i) for i in range(2)]
+    alone = [v.clone() for v in vecs]
+    est = spectral_norm_estimates(mats, [ShardLayout(m.shape) for m in mats], vecs, iters=[1, 3])
+    for m, v, k, e in zip(mats, alone, (1, 3), est.tolist()):
+        one = spectral_norm_estimates([m], [ShardLayout(m.shape)], [v], iters=k).item()
+        assert e == pytest.approx(one, rel=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_batched_path_does_the_row_block_paths_maths(monkeypatch, steps):
+    """The accelerator path (stacked bmm), forced on the CPU, against the CPU row-block path."""
+    sn = importlib.import_module("weyl.optim.spectral_norm")  # the module, not the function
+    hard = _hard_spectra()
+    g = torch.Generator().manual_seed(5)
+    # Two same-shape matrices share a bmm bucket; 700×100 is row-blocked on the CPU path.
+    mats = [hard["sign-like"], hard["gaussian"], hard["zero"], torch.randn(700, 100, generator=g)]
+    mats.append(torch.randn(30, 100, generator=g).to(torch.bfloat16))
+    layouts = [ShardLayout(m.shape) for m in mats]
+    vec_a = [initial_vector(m.shape[1], seed=i) for i, m in enumerate(mats)]
+    vec_b = [v.clone() for v in vec_a]
+    results = []
+    for forced, vecs in ((False, vec_a), (True, vec_b)):
+        monkeypatch.setattr(sn, "_FORCE_STACKED", forced)
+        first = spectral_norm_estimates(mats, layouts, vecs, iters=steps)
+        second = spectral_norm_estimates(mats, layouts, vecs, iters=steps)  # from the kept vectors
+        results.append((first, second))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(vec_a, vec_b):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)

@@ -38,8 +38,10 @@ from torch import Tensor
 
 from weyl.optim.spectral_norm import local_tensor, shard_layout
 from weyl.optim.weyl_clip import (
+    DEFAULT_POWER_ITERS,
     DEFAULT_SIGMA_FLOOR,
     DEFAULT_TAU,
+    DEFAULT_WEIGHT_ITERS,
     SpectrallyClippedOptimizer,
     WeylClip,
 )
@@ -59,8 +61,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         tau: float | None = DEFAULT_TAU,
-        power_iters: int = 1,
+        power_iters: int = DEFAULT_POWER_ITERS,
         sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+        weight_iters: int = DEFAULT_WEIGHT_ITERS,
         keep_scratch: bool = True,
     ) -> None:
         """``keep_scratch`` (CPU only) keeps one parameter-sized ΔW buffer between steps:
@@ -83,6 +86,7 @@ class AdamW2(SpectrallyClippedOptimizer):
             tau=tau,
             power_iters=power_iters,
             sigma_floor=sigma_floor,
+            weight_iters=weight_iters,
         )
         super().__init__(params, defaults)
 

@@ -27,7 +27,10 @@ class OptimConfig:
     weight_decay: float = 0.1
     # AdamW² threshold on lr·σ₁(ΔW)/σ₁(W); null disables the clip.
     tau: float | None = 0.01
-    power_iters: int = 1
+    # σ̂₁ estimator (weyl.optim.spectral_norm): warm-started Golub–Kahan–Lanczos steps per
+    # optimizer step on ΔW (its top direction moves; 3 = the paper's maximum) and on W_{t−1}.
+    power_iters: int = 3
+    weight_iters: int = 1
     momentum: float = 0.9
 
     def __post_init__(self) -> None:
@@ -50,6 +53,9 @@ class OptimConfig:
             f"must be > 0 (or null to disable the clip), got {self.tau}",
         )
         require(self.power_iters >= 1, "optim.power_iters", f"must be >= 1, got {self.power_iters}")
+        require(
+            self.weight_iters >= 1, "optim.weight_iters", f"must be >= 1, got {self.weight_iters}"
+        )
         require(
             0.0 <= self.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {self.momentum}"
         )

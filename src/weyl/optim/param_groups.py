@@ -84,8 +84,21 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
     if name is OptimizerName.adamw2:
         return AdamW2(
-            groups, lr=cfg.lr, betas=betas, eps=cfg.eps, tau=cfg.tau, power_iters=cfg.power_iters
+            groups,
+            lr=cfg.lr,
+            betas=betas,
+            eps=cfg.eps,
+            tau=cfg.tau,
+            power_iters=cfg.power_iters,
+            weight_iters=cfg.weight_iters,
         )
     if name is OptimizerName.sgd:
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
-    return SGDW2(groups, lr=cfg.lr, momentum=cfg.momentum, tau=cfg.tau, power_iters=cfg.power_iters)
+    return SGDW2(
+        groups,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        tau=cfg.tau,
+        power_iters=cfg.power_iters,
+        weight_iters=cfg.weight_iters,
+    )

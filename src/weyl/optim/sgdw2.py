@@ -20,8 +20,10 @@ import torch
 
 from weyl.optim.spectral_norm import local_tensor, shard_layout
 from weyl.optim.weyl_clip import (
+    DEFAULT_POWER_ITERS,
     DEFAULT_SIGMA_FLOOR,
     DEFAULT_TAU,
+    DEFAULT_WEIGHT_ITERS,
     SpectrallyClippedOptimizer,
     WeylClip,
 )
@@ -39,8 +41,9 @@ class SGDW2(SpectrallyClippedOptimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
         tau: float | None = DEFAULT_TAU,
-        power_iters: int = 1,
+        power_iters: int = DEFAULT_POWER_ITERS,
         sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+        weight_iters: int = DEFAULT_WEIGHT_ITERS,
     ) -> None:
         if not lr >= 0:
             raise ValueError(f"lr={lr}: must be ≥ 0")
@@ -59,6 +62,7 @@ class SGDW2(SpectrallyClippedOptimizer):
             tau=tau,
             power_iters=power_iters,
             sigma_floor=sigma_floor,
+            weight_iters=weight_iters,
         )
         super().__init__(params, defaults)
 

@@ -72,6 +72,12 @@ _CPU_BLOCK_NUMEL = 1 << 16
 # Distributed CPU runs (gloo) stack same-shape shards up to this size for the batched path.
 _CPU_STACK_MAX_NUMEL = 1 << 16
 _TINY = 1e-30
+# A Lanczos entry below this share of the largest entry so far is rounding left by cancellation.
+_BREAKDOWN = 1e-4
+# Squarings of the small Gram matrix for the top Ritz vector: σ̂ within ~1e-4 of σ₁(B).
+_RITZ_SQUARINGS = 10
+# Tests set this to run the batched (accelerator) path on the CPU.
+_FORCE_STACKED = False
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
 
@@ -165,18 +171,23 @@ def spectral_norm_estimates(
     tensors: Sequence[Tensor],
     layouts: Sequence[ShardLayout],
     vectors: Sequence[Tensor | None],
-    iters: int = 1,
+    iters: int | Sequence[int] = 1,
 ) -> Tensor:
     """σ̂₁ (fp32, one per tensor) of local tensors/shards; refines matrix vectors in place.
 
-    ``vectors[i]`` is the fp32 right-singular vector of matrix ``i`` (``None`` for vectors,
-    whose norm is exact). All tensors must be on one device. Collectives are issued in list
-    order, so every rank must pass the same parameters in the same order.
+    ``vectors[i]`` is the fp32 start vector of matrix ``i`` (``None`` for vectors, whose norm
+    is exact), replaced by the top Ritz vector. ``iters`` (one for all, or one per tensor) is
+    the number of Golub–Kahan–Lanczos steps, each one product with ``M`` and one with ``Mᵀ``.
+    All tensors must be on one device. Collectives are issued in list order, so every rank
+    must pass the same parameters in the same order.
     """
     if len(tensors) == 0:
         return torch.empty(0)
-    if iters < 1:
-        raise ValueError(f"power_iters={iters}: must be ≥ 1")
+    steps = [iters] * len(tensors) if isinstance(iters, int) else list(iters)
+    if len(steps) != len(tensors):
+        raise ValueError(f"iters: {len(steps)} counts for {len(tensors)} tensors")
+    if min(steps) < 1:
+        raise ValueError(f"power_iters={min(steps)}: must be ≥ 1")
     device = tensors[0].device
     out = torch.empty(len(tensors), dtype=torch.float32, device=device)
     by_group: dict[int, list[int]] = defaultdict(list)
@@ -186,8 +197,77 @@ def spectral_norm_estimates(
         by_group[key].append(i)
         groups[key] = lay.group
     for key, idx in by_group.items():
-        _estimate(tensors, layouts, vectors, idx, iters, groups[key], out)
+        _estimate(tensors, layouts, vectors, idx, steps, groups[key], out)
     return out
+
+
+class _Bucket:
+    """Matrices iterated together: their start vectors stacked ``(n, cols)``, one step count.
+
+    ``product(v, coef)`` returns ``(‖p‖², Mᵀp)`` for ``p = M v − coef·p_prev`` (local sums,
+    before any all-reduce) and keeps ``p`` for the next call.
+    """
+
+    def __init__(self, members: list[int], v0: Tensor, steps: int) -> None:
+        self.members = members
+        self.v0 = v0
+        self.steps = steps
+        self.cols = v0.shape[1]
+
+    def product(self, v: Tensor, coef: Tensor | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class _StackedBucket(_Bucket):
+    """Same-shape local matrices as one ``(n, rows, cols)`` fp32 batch: two ``bmm`` a step."""
+
+    def __init__(self, members: list[int], v0: Tensor, steps: int, mats: Tensor) -> None:
+        super().__init__(members, v0, steps)
+        self.mats = mats
+        self.p: Tensor | None = None
+
+    def product(self, v: Tensor, coef: Tensor | None) -> tuple[Tensor, Tensor]:
+        p = torch.bmm(self.mats, v.unsqueeze(-1)).squeeze(-1)
+        if coef is not None:
+            p = p - coef[:, None] * self.p
+        self.p = p
+        w = torch.bmm(self.mats.transpose(1, 2), p.unsqueeze(-1)).squeeze(-1)
+        return p.square().sum(dim=1), w
+
+
+class _RowBlockBucket(_Bucket):
+    """Local CPU matrices of one column count, each read once per step in L2-sized row blocks.
+
+    Per block ``p_b = M_b v − coef·p_prev,b`` and ``w += M_bᵀ p_b`` run while the block is in
+    cache, so ``Mᵀp`` costs one read of ``M``. No stacking: copying every matrix into a batch
+    would cost more than the products (measured 3.7× slower for a small GPT's 36 matrices).
+    """
+
+    def __init__(self, members: list[int], v0: Tensor, steps: int, mats: list[Tensor]) -> None:
+        super().__init__(members, v0, steps)
+        self.mats = mats
+        self.p: list[Tensor] = []
+
+    def product(self, v: Tensor, coef: Tensor | None) -> tuple[Tensor, Tensor]:
+        w = torch.zeros_like(v)
+        coefs = coef.tolist() if coef is not None else [0.0] * len(self.mats)
+        ps = []
+        for j, m in enumerate(self.mats):
+            rows = max(1, _CPU_BLOCK_NUMEL // m.shape[1])
+            p = torch.empty(m.shape[0], dtype=torch.float32)
+            prev = self.p[j] if self.p else None
+            for start in range(0, m.shape[0], rows):
+                b = m[start : start + rows]
+                b = b if b.dtype == torch.float32 else b.float()
+                pb = p[start : start + rows]
+                torch.mv(b, v[j], out=pb)
+                if prev is not None and coefs[j] != 0.0:
+                    pb.sub_(prev[start : start + rows], alpha=coefs[j])
+                w[j].addmv_(b.t(), pb)
+            ps.append(p)
+        self.p = ps
+        psq = torch.stack(torch._foreach_norm(ps)).square()
+        return psq, w
 
 
 def _estimate(
@@ -195,7 +275,7 @@ def _estimate(
     layouts: Sequence[ShardLayout],
     vectors: Sequence[Tensor | None],
     idx: list[int],
-    iters: int,
+    steps: list[int],
     group: dist.ProcessGroup | None,
     out: Tensor,
 ) -> None:
@@ -212,112 +292,127 @@ def _estimate(
     if not mat_idx:
         return
     cols = {i: matrix_shape(layouts[i].shape)[1] for i in mat_idx}
-    if group is None and out.device.type == "cpu":
-        local = [tensors[i].reshape(-1, cols[i]) for i in mat_idx]
-        out[mat_idx] = _cpu_power_iteration(local, [vectors[i] for i in mat_idx], iters)
-        return
-    # Bucket by local shape: uneven shards can put the same parameter in different buckets on
-    # different ranks, so collectives below are assembled in parameter order, not bucket order.
-    buckets: dict[tuple, list[int]] = defaultdict(list)
-    for i in mat_idx:
-        local = tensors[i].reshape(-1, cols[i])
-        stack = local.device.type != "cpu" or local.numel() <= _CPU_STACK_MAX_NUMEL
-        key = (tuple(local.shape), local.dtype, i if not stack else -1)
-        buckets[key].append(i)
-    mats: list[tuple[list[int], Tensor]] = []
-    for members in buckets.values():
-        views = [tensors[i].reshape(-1, cols[i]) for i in members]
-        m = torch.stack(views) if len(views) > 1 else views[0].unsqueeze(0)
-        mats.append((members, m.float()))
-    v = {}
-    for members, _ in mats:
-        v[tuple(members)] = torch.stack([vectors[i] for i in members])
-    for _ in range(iters):
-        us = {}
-        for members, m in mats:
-            us[tuple(members)] = torch.bmm(m, v[tuple(members)].unsqueeze(-1)).squeeze(-1)
-        if group is None:
-            for members, _ in mats:
-                u = us[tuple(members)]
-                us[tuple(members)] = u / torch.linalg.vector_norm(u, dim=1, keepdim=True).clamp_min(
-                    _TINY
-                )
-        else:
-            pos = {i: k for k, i in enumerate(mat_idx)}
-            sq = torch.zeros(len(mat_idx), dtype=torch.float32, device=out.device)
-            for members, _ in mats:
-                sq[[pos[i] for i in members]] = us[tuple(members)].square().sum(dim=1)
-            dist.all_reduce(sq, group=group)
-            unorm = sq.sqrt().clamp_min(_TINY)
-            for members, _ in mats:
-                us[tuple(members)] = us[tuple(members)] / unorm[[pos[i] for i in members]][:, None]
-        ws = {}
-        for members, m in mats:
-            ws[tuple(members)] = torch.bmm(m.transpose(1, 2), us[tuple(members)].unsqueeze(-1))
-        if group is not None:
-            rows = {}
-            for members, _ in mats:
-                for j, i in enumerate(members):
-                    rows[i] = ws[tuple(members)][j].reshape(-1)
-            flat = torch.cat([rows[i] for i in mat_idx])
-            dist.all_reduce(flat, group=group)
-            parts = dict(zip(mat_idx, flat.split([cols[i] for i in mat_idx])))
-            for members, _ in mats:
-                ws[tuple(members)] = torch.stack([parts[i] for i in members])
-        for members, _ in mats:
-            w = ws[tuple(members)].reshape(len(members), -1)
-            sigma = torch.linalg.vector_norm(w, dim=1)
-            old = v[tuple(members)]
-            # A zero matrix has no direction to follow: keep the old vector.
-            v[tuple(members)] = torch.where(
-                sigma[:, None] > 0, w / sigma.clamp_min(_TINY)[:, None], old
-            )
-            out[members] = sigma
-    for members, _ in mats:
-        torch._foreach_copy_([vectors[i] for i in members], list(v[tuple(members)].unbind(0)))
+    local = {i: tensors[i].reshape(-1, cols[i]) for i in mat_idx}
+    buckets: list[_Bucket] = []
+    if group is None and out.device.type == "cpu" and not _FORCE_STACKED:
+        by_cols: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i in mat_idx:
+            by_cols[(cols[i], steps[i])].append(i)
+        for (_, k), members in by_cols.items():
+            v0 = torch.stack([vectors[i] for i in members])
+            buckets.append(_RowBlockBucket(members, v0, k, [local[i] for i in members]))
+    else:
+        # Bucket by local shape: uneven shards can put the same parameter in different buckets
+        # on different ranks, so the all-reduce below is assembled in parameter order.
+        by_shape: dict[tuple, list[int]] = defaultdict(list)
+        for i in mat_idx:
+            m = local[i]
+            stack = m.device.type != "cpu" or m.numel() <= _CPU_STACK_MAX_NUMEL
+            by_shape[(tuple(m.shape), m.dtype, steps[i], i if not stack else -1)].append(i)
+        for (_, _, k, _), members in by_shape.items():
+            views = [local[i] for i in members]
+            mats = torch.stack(views) if len(views) > 1 else views[0].unsqueeze(0)
+            v0 = torch.stack([vectors[i] for i in members])
+            buckets.append(_StackedBucket(members, v0, k, mats.float()))
+    sigma = _lanczos(buckets, mat_idx, group)
+    for b, s in zip(buckets, sigma):
+        out[b.members] = s
+        torch._foreach_copy_([vectors[i] for i in b.members], list(b.v0.unbind(0)))
 
 
-def _cpu_power_iteration(mats: Sequence[Tensor], vecs: Sequence[Tensor], iters: int) -> Tensor:
-    """σ̂₁ of local CPU matrices; ``iters`` iterations refining each ``v`` in place, one read each.
+def _lanczos(
+    buckets: Sequence[_Bucket], order: list[int], group: dist.ProcessGroup | None
+) -> list[Tensor]:
+    """Golub–Kahan–Lanczos on every bucket in lock step; σ̂₁ per bucket, ``v0`` ← Ritz vector.
 
-    Per matrix and row block that fits in L2, ``u_b = M_b v`` and ``w += M_bᵀ u_b`` run while
-    the block is cached, so ``w = MᵀM v`` reads ``M`` from memory once. No stacking: a copy of
-    every matrix into a batch would cost more than the products (measured 3.7× slower for a
-    small GPT's 18 weights and 18 updates). ``σ̂ = ‖w‖/‖M v‖``; norms and the normalisation run as one foreach
-    call over all matrices, and a matrix with ``M v = 0`` keeps its vector.
+    Step ``j``: ``p = M v_j − β_{j−1} u_{j−1}``, ``α_j = ‖p‖``, ``u_j = p/α_j``,
+    ``r = Mᵀu_j − α_j v_j``, ``β_j = ‖r‖``, ``v_{j+1} = r/β_j``. After ``k`` steps
+    ``Uᵀ M V = B``, the ``k×(k+1)`` upper-bidiagonal matrix of the α and β; ``σ̂ = ‖B y‖`` for its
+    top right-singular vector ``y`` (a lower bound of σ₁ for any unit ``y``, ≥ the power
+    iteration's estimate from the same products), and the next start vector is ``V y``. Under a
+    row shard group one all-reduce per step carries every bucket's ``‖p‖²`` and ``Mᵀp``.
     """
-    n = len(mats)
-    sigma = torch.zeros(n, dtype=torch.float32)
-    xs = list(vecs)
-    for _ in range(iters):
-        us: list[Tensor] = []
-        ws: list[Tensor] = []
-        blocked: list[tuple[int, Tensor]] = []  # (matrix, ‖M v‖²) for multi-block matrices
-        for j, (m, x) in enumerate(zip(mats, xs)):
-            rows = max(1, _CPU_BLOCK_NUMEL // m.shape[1])
-            if m.shape[0] <= rows:
-                b = m if m.dtype == torch.float32 else m.float()
-                u = torch.mv(b, x)
-                us.append(u)
-                ws.append(torch.mv(b.t(), u))
-                continue
-            w = torch.zeros_like(x)
-            for b in m.split(rows):
-                b = b if b.dtype == torch.float32 else b.float()
-                w.addmv_(b.t(), torch.mv(b, x))
-            us.append(x.new_zeros(1))  # placeholder: ‖M v‖² = v·w instead of keeping u
-            ws.append(w)
-            blocked.append((j, torch.dot(x, w)))
-        unorm = torch.stack(torch._foreach_norm(us))
-        for j, usq in blocked:
-            unorm[j] = usq.clamp_min(0).sqrt()
-        wnorm = torch.stack(torch._foreach_norm(ws))
-        # M v = 0 ⇔ w = Mᵀ M v = 0 (v·w = ‖M v‖²): such a matrix has σ̂ = 0 and keeps its v.
-        sigma = torch.where(wnorm > 0, wnorm / unorm.clamp_min(_TINY), 0.0)
-        scales = wnorm.tolist()  # on the CPU a memcpy, and it lets the division take floats
-        if not all(s > 0 for s in scales):
-            ws = [w if s > 0 else x for w, x, s in zip(ws, xs, scales)]
-            scales = [s if s > 0 else 1.0 for s in scales]
-        xs = torch._foreach_div(ws, scales)
-    torch._foreach_copy_(list(vecs), xs)
-    return sigma
+    state = []
+    for b in buckets:
+        n, k = b.v0.shape[0], b.steps
+        zeros = b.v0.new_zeros(n)
+        bidiag = b.v0.new_zeros(n, k, k + 1)
+        state.append({"v": [b.v0], "coef": None, "scale": zeros, "bidiag": bidiag})
+    for j in range(max(b.steps for b in buckets)):
+        active = [(b, st) for b, st in zip(buckets, state) if j < b.steps]
+        results = [b.product(st["v"][-1], st["coef"]) for b, st in active]
+        if group is not None:
+            results = _all_reduce_products([b for b, _ in active], results, order, group)
+        for (_, st), (psq, w) in zip(active, results):
+            v = st["v"][-1]
+            # Cancellation in p (or r) below this share of the entries so far is rounding, not a
+            # direction: it counts as breakdown (an invariant subspace), and the step ends there.
+            alpha = psq.clamp_min(0).sqrt()
+            alpha = torch.where(alpha > _BREAKDOWN * st["scale"], alpha, 0.0)
+            inv_alpha = torch.where(alpha > 0, 1 / alpha.clamp_min(_TINY), 0.0)
+            r = w * inv_alpha[:, None] - alpha[:, None] * v
+            scale = torch.maximum(st["scale"], alpha)
+            beta = torch.linalg.vector_norm(r, dim=1)
+            beta = torch.where(beta > _BREAKDOWN * scale, beta, 0.0)
+            st["v"].append(r * torch.where(beta > 0, 1 / beta.clamp_min(_TINY), 0.0)[:, None])
+            st["coef"] = beta * inv_alpha
+            st["scale"] = torch.maximum(scale, beta)
+            st["bidiag"][:, j, j] = alpha
+            st["bidiag"][:, j, j + 1] = beta
+    sigmas = []
+    for b, st in zip(buckets, state):
+        y = _top_right_vector(st["bidiag"])
+        sigma = torch.linalg.vector_norm(torch.bmm(st["bidiag"], y.unsqueeze(-1)), dim=(1, 2))
+        v_new = torch.einsum("jnc,nj->nc", torch.stack(st["v"]), y)
+        vnorm = torch.linalg.vector_norm(v_new, dim=1, keepdim=True)
+        # A zero matrix has no direction to follow: it keeps its vector.
+        keep = (sigma > 0)[:, None] & (vnorm > 0)
+        b.v0.copy_(torch.where(keep, v_new / vnorm.clamp_min(_TINY), b.v0))
+        sigmas.append(sigma)
+    return sigmas
+
+
+def _top_right_vector(bidiag: Tensor) -> Tensor:
+    """Unit top right-singular vectors ``(n, k+1)`` of small ``(n, k, k+1)`` matrices.
+
+    Repeated squaring of the Gram matrix (``G^(2^s)``, rescaled each time) is a batch of tiny
+    products with no host synchronisation (``torch.linalg.eigh`` synchronises a GPU); its
+    largest column is the top eigenvector up to a share ``(λ₂/λ₁)^(2^s)``, which costs σ̂ at most
+    ~1/(2^(s+1)·e) relatively and keeps it a lower bound.
+    """
+    if bidiag.shape[1] == 1:  # one step: y ∝ (α, β), the power iteration's vector
+        y = bidiag[:, 0, :]
+    else:
+        g = bidiag.transpose(1, 2) @ bidiag
+        for _ in range(_RITZ_SQUARINGS):
+            g = g @ g
+            g = g / g.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)[:, None, None]
+        best = torch.linalg.vector_norm(g, dim=1).argmax(dim=1)
+        y = torch.gather(g, 2, best[:, None, None].expand(-1, g.shape[1], 1)).squeeze(-1)
+    return y / torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp_min(_TINY)
+
+
+def _all_reduce_products(
+    buckets: Sequence[_Bucket],
+    results: list[tuple[Tensor, Tensor]],
+    order: list[int],
+    group: dist.ProcessGroup,
+) -> list[tuple[Tensor, Tensor]]:
+    """Sum every bucket's ``(‖p‖², Mᵀp)`` over the ranks in one all-reduce, in parameter order."""
+    parts: dict[int, tuple[Tensor, Tensor]] = {}
+    for b, (psq, w) in zip(buckets, results):
+        for j, i in enumerate(b.members):
+            parts[i] = (psq[j : j + 1], w[j])
+    present = [i for i in order if i in parts]
+    flat = torch.cat([t for i in present for t in parts[i]])
+    dist.all_reduce(flat, group=group)
+    sizes = [n for i in present for n in (1, parts[i][1].numel())]
+    pieces = iter(flat.split(sizes))
+    summed = {i: (next(pieces), next(pieces)) for i in present}
+    return [
+        (
+            torch.cat([summed[i][0] for i in b.members]),
+            torch.stack([summed[i][1] for i in b.members]),
+        )
+        for b in buckets
+    ]

@@ -46,6 +46,9 @@ from weyl.optim.spectral_norm import (
 
 DEFAULT_TAU = 0.01
 DEFAULT_SIGMA_FLOOR = 1e-2
+# Lanczos steps per optimizer step on ΔW and on W_{t−1} (docs/sigma-estimates.md).
+DEFAULT_POWER_ITERS = 3
+DEFAULT_WEIGHT_ITERS = 1
 # Iterations for freshly initialised vectors, so the first step's σ̂ is already close.
 WARMUP_POWER_ITERS = 20
 
@@ -67,7 +70,8 @@ class WeylClip:
 
     tau: float = DEFAULT_TAU
     sigma_floor: float = DEFAULT_SIGMA_FLOOR
-    power_iters: int = 1
+    power_iters: int = DEFAULT_POWER_ITERS
+    weight_iters: int = DEFAULT_WEIGHT_ITERS
 
     def __post_init__(self) -> None:
         if clip_off(self.tau) or not self.tau > 0:
@@ -76,6 +80,8 @@ class WeylClip:
             raise ValueError(f"sigma_floor={self.sigma_floor}: must be ≥ 0")
         if self.power_iters < 1:
             raise ValueError(f"power_iters={self.power_iters}: must be ≥ 1")
+        if self.weight_iters < 1:
+            raise ValueError(f"weight_iters={self.weight_iters}: must be ≥ 1")
 
     def effective_lr(
         self, lr: float | Tensor, sigma_weight: Tensor, sigma_update: Tensor
@@ -116,9 +122,12 @@ class WeylClip:
                 st["sigma_vec_update"] = initial_vector(ms[1], vector_seed(seed + "/u"), w.device)
             wvecs.append(st["sigma_vec_weight"])
             uvecs.append(st["sigma_vec_update"])
-        iters = max(self.power_iters, WARMUP_POWER_ITERS) if fresh else self.power_iters
-        # One call for both: the per-call work (bucketing, foreach norms, collectives) is paid once.
         n = len(weights)
+        if fresh:
+            iters = [max(self.weight_iters, self.power_iters, WARMUP_POWER_ITERS)] * (2 * n)
+        else:
+            iters = [self.weight_iters] * n + [self.power_iters] * n
+        # One call for both: the per-call work (bucketing, foreach norms, collectives) is paid once.
         sig = spectral_norm_estimates(
             [*weights, *updates], [*layouts, *layouts], [*wvecs, *uvecs], iters
         )
@@ -128,13 +137,14 @@ class WeylClip:
 def clip_rule(
     tau: float | None,
     sigma_floor: float = DEFAULT_SIGMA_FLOOR,
-    power_iters: int = 1,
+    power_iters: int = DEFAULT_POWER_ITERS,
+    weight_iters: int = DEFAULT_WEIGHT_ITERS,
 ) -> WeylClip | None:
     """The validated rule for these settings, or ``None`` when τ turns the clip off."""
     if not clip_off(tau):
-        return WeylClip(tau, sigma_floor, power_iters)
+        return WeylClip(tau, sigma_floor, power_iters, weight_iters)
     # Off, but a bad floor or iteration count is still a mistake worth reporting now.
-    WeylClip(DEFAULT_TAU, sigma_floor, power_iters)
+    WeylClip(DEFAULT_TAU, sigma_floor, power_iters, weight_iters)
     return None
 
 
@@ -143,7 +153,13 @@ _GroupClip = tuple[tuple[Any, ...], WeylClip | None]
 
 def _clip_settings(group: dict[str, Any]) -> tuple[Any, ...]:
     """The param-group values a rule is built from, in :func:`clip_rule`'s order."""
-    return group["tau"], group["sigma_floor"], group["power_iters"]
+    # Groups saved before weight_iters existed resume with its default.
+    return (
+        group["tau"],
+        group["sigma_floor"],
+        group["power_iters"],
+        group.get("weight_iters", DEFAULT_WEIGHT_ITERS),
+    )
 
 
 def _group_clip(gi: int, group: dict[str, Any]) -> _GroupClip:

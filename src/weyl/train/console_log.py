@@ -186,7 +186,7 @@ def _optimizer_text(cfg: TrainConfig) -> str:
     text += f", weight decay {o.weight_decay:g}"
     if o.name in ("adamw2", "sgdw2"):
         clip = "off" if clip_off(o.tau) else f"{o.tau:g}"
-        text += f", tau {clip}, power iterations {o.power_iters}"
+        text += f", tau {clip}, sigma steps dW {o.power_iters} / W {o.weight_iters}"
     if cfg.trainer.grad_clip > 0:
         text += f", grad clip {cfg.trainer.grad_clip:g}"
     return text
