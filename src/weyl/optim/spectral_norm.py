@@ -1,4 +1,4 @@
-"""σ₁ of parameter tensors: the matrix-view rule, exact norms, and warm-started power iteration.
+"""σ₁ of parameter tensors: the matrix-view rule, exact norms, and warm-started Lanczos estimates.
 
 Matrix-view rule — which matrix's largest singular value stands for a tensor of a given shape:
 
@@ -11,47 +11,26 @@ Matrix-view rule — which matrix's largest singular value stands for a tensor o
 - three or more: rows are the first dimension and columns everything else, so conv kernels
   ``(out, in, kh, kw)`` become ``(out, in·kh·kw)``, the map a convolution applies to one patch.
 
-Power iteration keeps one right-singular vector ``v`` (length = columns) per matrix and refines
-it in place each call: ``u = W v / ‖W v‖``, ``w = Wᵀ u``, ``σ̂ = ‖w‖``, ``v ← w / σ̂``. ``σ̂`` is a
-lower bound of σ₁ that tightens with every iteration; warm-started from the previous step's
-``v`` one iteration per step tracks a slowly changing matrix closely. All math is fp32.
+Estimates (:func:`spectral_norm_estimates`): warm-started Golub–Kahan–Lanczos. One right vector
+per matrix is kept between calls; ``k`` steps from it (each one product with ``M`` and one with
+``Mᵀ``, the cost of one power iteration) give the ``k×(k+1)`` bidiagonal ``B = UᵀMV`` and
+``σ̂ = σ₁(B)`` via its top right-singular vector ``y``; ``V y`` is kept for the next call. ``σ̂`` is
+a lower bound of σ₁ (up to float rounding) and never below ``k`` power iterations from the same
+vector. All math is fp32. AdamW² runs 3 steps on ΔW and 1 on W per step (``optim.power_iters``,
+``optim.weight_iters``): on two training trajectories (a char GPT, a ViT on digits) σ̂₁(ΔW) had
+0.12% / 0.09% of (step, matrix) pairs below −10% of the exact σ₁ and a 5th percentile of
+−0.04% / −0.05%, against 7.5% and −14% for one power iteration and 1.6% / −3% for three; σ̂₁(W)
+0.00% / 0.23% and −0.04% / −0.20%. Measurements, step times and alternatives:
+``docs/sigma-estimates.md``.
 
-Batching: on accelerators matrices are bucketed by local shape, stacked and iterated with
-``bmm`` (few kernel launches). On the CPU each unsharded matrix is iterated in place, row
-block by row block of ~256 KiB: ``u_b = M_b v`` and ``w += M_bᵀ u_b`` run while the block is
-in L2, so an iteration reads the matrix from memory once instead of twice (``‖M v‖² = v·w``),
-and the norms and normalisations of all matrices are one foreach call each. Stacking would
-copy every matrix first: for a 0.83M-parameter GPT's 36 weights and updates it measured
-2.7 ms against 0.73 ms.
-
-Accuracy (``python benchmarks/optimizer_step.py --accuracy``): char-level GPT, 4 layers,
-d 128, a new random batch of 32×64 KJV characters each step, torch AdamW lr 1e-2, β (0.9, 0.95),
-wd 0.1, no warmup, 200 steps, 18 matrices; warm-started estimates (20 iterations on step 1)
-against exact σ₁, relative error σ̂/σ − 1 over steps 21–200 (mean | 5th percentile | min |
-share of (step, matrix) pairs below −10%):
-
-==============  ==========================================  ===================================
-power_iters     σ̂₁(W_{t−1})                                 σ̂₁(ΔW_t)
-==============  ==========================================  ===================================
-1               −0.0% | −0.1% | −5.8% | 0.0%                −2.5% | −14.7% | −76.4% | 8.1%
-2               −0.0% | −0.0% | −3.3% | 0.0%                −1.0% | −6.5% | −41.3% | 2.9%
-3               −0.0% | −0.0% | −2.1% | 0.0%                −0.6% | −2.9% | −31.3% | 1.7%
-==============  ==========================================  ===================================
-
-W is tracked well by one iteration. ΔW is not: Adam's ΔW has a flat, sign-like spectrum whose
-top direction jumps between steps, so the warm start is often far off and σ̂₁(ΔW) lags — and an
-underestimate lets the clip fire less than Algorithm 1 would. Measured alternatives (not
-implemented): starting ΔW's iteration from both its own and W's previous vector and keeping the
-larger (2 iterations' cost) was worse than 2 plain iterations (5.5% below −10%);
-Golub–Kahan–Lanczos on the same Krylov space (σ₁ of the small bidiagonal matrix) reached 0.7%
-below −10% (5th pct −1.2%) with 4 matrix-vector products, better than 3 power iterations (6).
-
-Distributed: a DTensor sharded on dim 0 (FSDP2 ``fully_shard``, tensor-parallel colwise) holds
-a block of rows of its matrix view (also when the leading size-1 dimension is the sharded one:
-one rank then holds all rows, the others none). ``u = W v`` needs only local rows; ``‖u‖²`` and
-``Wᵀ u`` are sums over ranks, so each iteration costs two all-reduces for *all* matrices of a
-step together (one of ``#matrices`` floats, one of ``Σ columns`` floats) and no gather: extra
-memory is one column vector per matrix, the same on every rank. Other placements raise.
+Paths, one recurrence (:func:`_lanczos`): on the CPU each local matrix is read once per step,
+row block by row block of ~256 KiB (``p_b = M_b v − β u_b`` and ``w += M_bᵀ p_b`` while the block
+is in L2; no stacking, which would copy every matrix first); on accelerators same-shape matrices
+are stacked and iterated with ``bmm``; a DTensor sharded on dim 0 (FSDP2 ``fully_shard``,
+tensor-parallel colwise) holds a block of rows of its matrix view (also when the leading size-1
+dimension is the sharded one: one rank then holds all rows, the others none), and ``‖p‖²`` and
+``Mᵀp`` of *all* matrices of a step are summed over ranks in one all-reduce per Lanczos step
+(``#matrices + Σ columns`` floats), with no gather. Other placements raise.
 """
 
 from __future__ import annotations
@@ -205,17 +184,30 @@ class _Bucket:
     """Matrices iterated together: their start vectors stacked ``(n, cols)``, one step count.
 
     ``product(v, coef)`` returns ``(‖p‖², Mᵀp)`` for ``p = M v − coef·p_prev`` (local sums,
-    before any all-reduce) and keeps ``p`` for the next call.
+    before any all-reduce). Subclasses form ``q = M v`` and ``MᵀM v``; the recurrence term is
+    applied after the read, as ``Mᵀp = MᵀM v − coef·Mᵀp_prev`` with the previous step's
+    (local) ``Mᵀp_prev``, so no product is taken twice and no row block pays for it.
     """
 
     def __init__(self, members: list[int], v0: Tensor, steps: int) -> None:
         self.members = members
         self.v0 = v0
         self.steps = steps
-        self.cols = v0.shape[1]
+        self.p: list[Tensor] = []
+        self.w = v0
+
+    def products(self, v: Tensor) -> tuple[list[Tensor], Tensor]:
+        """``([M v per matrix], MᵀM v stacked)`` of the local matrices."""
+        raise NotImplementedError
 
     def product(self, v: Tensor, coef: Tensor | None) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        ps, w = self.products(v)
+        if coef is not None:
+            w = w - coef[:, None] * self.w
+            scaled = torch._foreach_mul(self.p, list(coef.unbind(0)))
+            torch._foreach_sub_(ps, scaled)
+        self.p, self.w = ps, w
+        return torch.stack(torch._foreach_norm(ps)).square(), w
 
 
 class _StackedBucket(_Bucket):
@@ -224,50 +216,42 @@ class _StackedBucket(_Bucket):
     def __init__(self, members: list[int], v0: Tensor, steps: int, mats: Tensor) -> None:
         super().__init__(members, v0, steps)
         self.mats = mats
-        self.p: Tensor | None = None
 
-    def product(self, v: Tensor, coef: Tensor | None) -> tuple[Tensor, Tensor]:
-        p = torch.bmm(self.mats, v.unsqueeze(-1)).squeeze(-1)
-        if coef is not None:
-            p = p - coef[:, None] * self.p
-        self.p = p
-        w = torch.bmm(self.mats.transpose(1, 2), p.unsqueeze(-1)).squeeze(-1)
-        return p.square().sum(dim=1), w
+    def products(self, v: Tensor) -> tuple[list[Tensor], Tensor]:
+        q = torch.bmm(self.mats, v.unsqueeze(-1))
+        w = torch.bmm(self.mats.transpose(1, 2), q).squeeze(-1)
+        return list(q.squeeze(-1).unbind(0)), w
 
 
 class _RowBlockBucket(_Bucket):
     """Local CPU matrices of one column count, each read once per step in L2-sized row blocks.
 
-    Per block ``p_b = M_b v − coef·p_prev,b`` and ``w += M_bᵀ p_b`` run while the block is in
-    cache, so ``Mᵀp`` costs one read of ``M``. No stacking: copying every matrix into a batch
-    would cost more than the products (measured 3.7× slower for a small GPT's 36 matrices).
+    Per block ``q_b = M_b v`` and ``w += M_bᵀ q_b`` run while the block is in cache, so
+    ``MᵀM v`` costs one read of ``M``. No stacking: copying every matrix into a batch would
+    cost more than the products (measured 3.7× slower for a small GPT's 36 matrices).
     """
 
     def __init__(self, members: list[int], v0: Tensor, steps: int, mats: list[Tensor]) -> None:
         super().__init__(members, v0, steps)
         self.mats = mats
-        self.p: list[Tensor] = []
 
-    def product(self, v: Tensor, coef: Tensor | None) -> tuple[Tensor, Tensor]:
+    def products(self, v: Tensor) -> tuple[list[Tensor], Tensor]:
         w = torch.zeros_like(v)
-        coefs = coef.tolist() if coef is not None else [0.0] * len(self.mats)
-        ps = []
-        for j, m in enumerate(self.mats):
+        qs = []
+        for m, vj, wj in zip(self.mats, v.unbind(0), w.unbind(0)):
             rows = max(1, _CPU_BLOCK_NUMEL // m.shape[1])
-            p = torch.empty(m.shape[0], dtype=torch.float32)
-            prev = self.p[j] if self.p else None
-            for start in range(0, m.shape[0], rows):
-                b = m[start : start + rows]
-                b = b if b.dtype == torch.float32 else b.float()
-                pb = p[start : start + rows]
-                torch.mv(b, v[j], out=pb)
-                if prev is not None and coefs[j] != 0.0:
-                    pb.sub_(prev[start : start + rows], alpha=coefs[j])
-                w[j].addmv_(b.t(), pb)
-            ps.append(p)
-        self.p = ps
-        psq = torch.stack(torch._foreach_norm(ps)).square()
-        return psq, w
+            if m.shape[0] <= rows:
+                b = m if m.dtype == torch.float32 else m.float()
+                q = torch.mv(b, vj)
+                wj.addmv_(b.t(), q)
+            else:
+                q = torch.empty(m.shape[0], dtype=torch.float32)
+                for b, qb in zip(m.split(rows), q.split(rows)):
+                    b = b if b.dtype == torch.float32 else b.float()
+                    torch.mv(b, vj, out=qb)
+                    wj.addmv_(b.t(), qb)
+            qs.append(q)
+        return qs, w
 
 
 def _estimate(

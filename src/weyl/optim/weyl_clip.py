@@ -16,8 +16,8 @@ steps), then at most by the factor (1+τ) per step, as every other tensor. Above
 the rule is exactly Algorithm 1. Default 1e-2, far below the σ₁ of any initialised weight
 (≈0.3–3 for GPT-2/ViT matrices, ≈28 for a d=768 LayerNorm γ).
 
-σ̂₁ follows :mod:`weyl.optim.spectral_norm` (matrix-view rule, warm-started power iteration,
-vectors by L2 norm). The optimizers built on :class:`SpectrallyClippedOptimizer` keep one
+σ̂₁ follows :mod:`weyl.optim.spectral_norm` (matrix-view rule, warm-started Golub–Kahan–Lanczos:
+``power_iters`` steps on ΔW, ``weight_iters`` on W, 3 and 1 by default; vectors by L2 norm). The optimizers built on :class:`SpectrallyClippedOptimizer` keep one
 right-singular vector per matrix for the weight and one for the update in their state
 (``sigma_vec_weight`` / ``sigma_vec_update``), and record per tensor and step the scheduled
 LR, the effective LR, whether the clip fired and both σ̂₁, readable with one host transfer
