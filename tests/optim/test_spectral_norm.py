@@ -186,3 +186,32 @@ def test_batched_path_does_the_row_block_paths_maths(monkeypatch, steps):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     for a, b in zip(vec_a, vec_b):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_row_shard_path_with_one_rank_does_the_same_maths():
+    """The all-reduce path (one rank of gloo, in process) against the CPU row-block path."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group already exists in this process")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        hard = _hard_spectra()
+        g = torch.Generator().manual_seed(9)
+        mats = [hard["near-degenerate"], hard["zero"], torch.randn(700, 100, generator=g)]
+        mats.append(torch.randn(5, generator=g))  # a vector: its norm is summed over ranks
+        vec_a = [
+            None if m.ndim == 1 else initial_vector(m.shape[1], seed=i) for i, m in enumerate(mats)
+        ]
+        vec_b = [None if v is None else v.clone() for v in vec_a]
+        plain = [ShardLayout(m.shape) for m in mats]
+        sharded = [ShardLayout(m.shape, dist.group.WORLD) for m in mats]
+        for _ in range(2):  # the second call starts from the kept vectors
+            a = spectral_norm_estimates(mats, plain, vec_a, iters=[1, 3, 3, 1])
+            b = spectral_norm_estimates(mats, sharded, vec_b, iters=[1, 3, 3, 1])
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for va, vb in zip(vec_a, vec_b):
+            if va is not None:
+                torch.testing.assert_close(va, vb, rtol=1e-4, atol=1e-5)
+    finally:
+        dist.destroy_process_group()
