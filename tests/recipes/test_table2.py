@@ -139,6 +139,9 @@ def _check_method(cfg: TrainConfig, method: str, family: str) -> None:
     assert warmup == (length if method == "adamw_warmup" else 0)
     assert cfg.model.sigma_reparam is (method == "sigma_reparam_nowarmup")
     assert cfg.model.sigma_reparam_pure is False
+    # σReparam starts from the model's own weights (the overlay's explicit choice), so its
+    # only difference from the AdamW baseline is the reparametrisation, not the init.
+    assert cfg.model.sigma_reparam_init == "keep"
 
 
 def _check_wandb(cfg: TrainConfig, recipe: str, group: str, method: str) -> None:
