@@ -25,6 +25,8 @@ class DiagnosticsConfig:
     # Collapse classifier thresholds (see weyl.diagnostics.collapse).
     entropy_collapse: float = 0.2
     sec_concentrated: float = 0.95
+    # Theorem 1's "large leading singular value": σ₁(W_qᵀW_k)/√d_q at or above it.
+    qk_logit_large: float = 1.5
 
     def __post_init__(self) -> None:
         require(self.every > 0, "diagnostics.every", f"must be > 0, got {self.every}")
@@ -47,4 +49,9 @@ class DiagnosticsConfig:
             0 < self.sec_concentrated <= 1,
             "diagnostics.sec_concentrated",
             f"must be in (0, 1], got {self.sec_concentrated}",
+        )
+        require(
+            self.qk_logit_large >= 0,
+            "diagnostics.qk_logit_large",
+            f"must be >= 0, got {self.qk_logit_large}",
         )
