@@ -14,7 +14,8 @@ the same function as before the transform; ``"official"`` redraws them as ml-sig
 ``convert_to_sn`` does when it swaps in fresh layers: weight ~ ``trunc_normal_(std=0.02)``
 with torch's default bounds ±2 (absolute, i.e. ±100 std: in effect untruncated), bias
 ~ U(±1/√fan_in) as a fresh ``nn.Linear`` draws it (fan_in = in·kh·kw for a conv), γ = σ₁ of
-the new weight.
+the new weight. That is ``convert_to_sn``'s default gain of 1 for both layer kinds (its ViT-L
+example passes ``conv_init_gain=0.125`` for the patch embedding; not offered here).
 
 The replacement layers subclass ``nn.Linear`` / ``nn.Conv2d`` and keep the original
 ``weight`` and ``bias`` Parameters (same objects, same names; ``"official"`` overwrites their
