@@ -6,6 +6,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from weyl.commands.modes import FIGURE_NAME, main
 from weyl.diagnostics.collapse import AttentionMode, CollapseThresholds, classify_heads
+from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.diagnostics.modes import simulate_attention_modes
 
 # Small twins of Appendix G's (64, 768, 197) keep the test fast; the paper size runs in the CLI.
@@ -201,6 +202,10 @@ def test_thresholds_validate_and_pick_s_star() -> None:
         CollapseThresholds(entropy=0.0)
     with pytest.raises(ValueError, match="sec_concentrated"):
         CollapseThresholds(sec=1.5)
+    with pytest.raises(ValueError, match="qk_logit_large"):
+        CollapseThresholds(qk_logit=-1.0)
+    with pytest.raises(ValueError, match=r"diagnostics\.qk_logit_large"):
+        DiagnosticsConfig(qk_logit_large=-1.0)
 
 
 def test_modes_rejects_bad_sizes() -> None:
