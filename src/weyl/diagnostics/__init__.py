@@ -23,6 +23,7 @@ _EXPORTS = {
     "AttentionMode": "weyl.diagnostics.collapse",
     "CollapseThresholds": "weyl.diagnostics.collapse",
     "classify_heads": "weyl.diagnostics.collapse",
+    "theorem1_holds": "weyl.diagnostics.collapse",
     "DiagnosticsConfig": "weyl.diagnostics.diagnostics_config",
     "ModeResult": "weyl.diagnostics.modes",
     "simulate_attention_modes": "weyl.diagnostics.modes",
