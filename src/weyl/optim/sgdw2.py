@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from weyl.optim.spectral_norm import local_tensor, shard_layout
 from weyl.optim.weyl_clip import (
@@ -24,6 +25,7 @@ from weyl.optim.weyl_clip import (
     DEFAULT_TAU,
     SpectrallyClippedOptimizer,
     WeylClip,
+    check_lr,
 )
 
 
@@ -33,7 +35,7 @@ class SGDW2(SpectrallyClippedOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-2,
+        lr: float | Tensor = 1e-2,
         momentum: float = 0.9,
         dampening: float = 0.0,
         nesterov: bool = False,
@@ -42,14 +44,6 @@ class SGDW2(SpectrallyClippedOptimizer):
         power_iters: int = 1,
         sigma_floor: float = DEFAULT_SIGMA_FLOOR,
     ) -> None:
-        if not lr >= 0:
-            raise ValueError(f"lr={lr}: must be ≥ 0")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum={momentum}: must be in [0, 1)")
-        if nesterov and (momentum == 0 or dampening != 0):
-            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay={weight_decay}: must be ≥ 0")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -61,6 +55,16 @@ class SGDW2(SpectrallyClippedOptimizer):
             sigma_floor=sigma_floor,
         )
         super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """torch.optim.SGD's argument rules (momentum below 1: SGDW² has no divergent case)."""
+        check_lr(group["lr"])
+        if not 0 <= group["momentum"] < 1:
+            raise ValueError(f"momentum={group['momentum']}: must be in [0, 1)")
+        if group["nesterov"] and (group["momentum"] == 0 or group["dampening"] != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+        if not group["weight_decay"] >= 0:
+            raise ValueError(f"weight_decay={group['weight_decay']}: must be ≥ 0")
 
     def _step_bucket(
         self, gi: int, group: dict[str, Any], rule: WeylClip | None, indices: list[int]
