@@ -32,7 +32,7 @@ from __future__ import annotations
 import numbers
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -74,7 +74,7 @@ def checked_betas(betas: Sequence[float | Tensor]) -> tuple[float, float]:
 class AdamW2(SpectrallyClippedOptimizer):
     """AdamW with the per-tensor spectral LR clip of Algorithm 1 (a plain torch Optimizer)."""
 
-    _INSTANCE_SETTINGS = {"keep_scratch": True}
+    _INSTANCE_SETTINGS: ClassVar[dict[str, Any]] = {"keep_scratch": True}
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -219,7 +219,7 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
 
     # Attributes set by a subclass's constructor outside the param groups, with the value an
     # object unpickled from an older version takes.
-    _INSTANCE_SETTINGS: dict[str, Any] = {}
+    _INSTANCE_SETTINGS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._group_clips: list[_GroupClip] = []  # torch's __init__ calls add_param_group
