@@ -9,7 +9,8 @@ Per tensor W at step t, with α_t = ``group["lr"]`` (whatever a scheduler set)::
 
 Default ``tau=0.01``: the paper's GPT-S/L value (Table 2b); its ViT recipes use 0.004/0.003 and
 Swin 0.004. ``tau=None`` or ``inf`` in a group reproduces ``torch.optim.AdamW`` for that group
-(same foreach arithmetic, no power iteration). ``power_iters`` full power iterations per
+(same foreach arithmetic, no power iteration; complex tensors as torch: their real and imaginary
+parts as separate entries). ``power_iters`` full power iterations per
 step on each of W and ΔW, warm-started from the previous step (20 on a tensor's first step).
 σ₁ of each parameter kind follows :mod:`weyl.optim.spectral_norm`. The arithmetic is
 ``torch._foreach_*`` over all tensors of a group and device; the clip factors are computed as

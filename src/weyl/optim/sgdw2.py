@@ -8,7 +8,10 @@ The same rule as AdamW² (:mod:`weyl.optim.weyl_clip`) on another base optimizer
     W_t = W_{t−1} − α·ΔW − α·λ·W_{t−1}
 
 Weight decay is decoupled (SGDW, Loshchilov & Hutter), as in Algorithm 1; with
-``weight_decay=0`` and ``tau=None`` it is ``torch.optim.SGD`` with momentum.
+``weight_decay=0`` and ``tau=None`` it is ``torch.optim.SGD`` with momentum. With ``tau=None``
+and decay it is the ``optim=sgd`` baseline, so SGD and SGD + clip differ in the clip only
+(``torch.optim.SGD`` adds the decay to the gradient instead). A loaded ``torch.optim.SGD``
+state dict continues with its momentum buffers, its ``weight_decay`` then applied decoupled.
 """
 
 from __future__ import annotations

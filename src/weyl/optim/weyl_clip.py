@@ -13,8 +13,10 @@ Why ``sigma_floor``: a literal Algorithm 1 sets ``α = 0`` forever for a tensor 
 itself. Below ``sigma_floor`` the rule measures the change against ``sigma_floor`` instead:
 a zero tensor first grows by ``τ·sigma_floor`` in σ₁ per step (reaching the floor in 1/τ
 steps), then at most by the factor (1+τ) per step, as every other tensor. Above the floor
-the rule is exactly Algorithm 1. Default 1e-2, far below the σ₁ of any initialised weight
-(≈0.3–3 for GPT-2/ViT matrices, ≈28 for a d=768 LayerNorm γ).
+the rule is exactly Algorithm 1. Default 1e-2 (config key ``optim.sigma_floor``), far below
+the σ₁ of any initialised weight (≈0.3–3 for GPT-2/ViT matrices, ≈28 for a d=768 LayerNorm γ);
+``sigma_floor=0`` is the literal Algorithm 1. The record's ``floored`` row says which tensors
+the last step measured against the floor (the trainer logs their count as ``optim/floored``).
 
 σ̂₁ follows :mod:`weyl.optim.spectral_norm` (matrix-view rule, warm-started power iteration,
 vectors by L2 norm). The optimizers built on :class:`SpectrallyClippedOptimizer` keep one
