@@ -119,8 +119,6 @@ class WeylClip:
         matrix view to iterate); float64 vectors are measured in fp32, as matrices are.
         """
         n = len(weights)
-        sig_w = torch.zeros(n, dtype=torch.float32, device=weights[0].device if n else "cpu")
-        sig_u = torch.zeros_like(sig_w)
         fresh = False
         live: list[int] = []
         wvecs: list[Tensor | None] = []
@@ -140,8 +138,11 @@ class WeylClip:
                 st["sigma_vec_update"] = initial_vector(ms[1], vector_seed(seed + "/u"), w.device)
             wvecs.append(st["sigma_vec_weight"])
             uvecs.append(st["sigma_vec_update"])
-        if not live:
-            return sig_w, sig_u
+        if len(live) < n:
+            sig_w = torch.zeros(n, dtype=torch.float32, device=weights[0].device)
+            sig_u = torch.zeros_like(sig_w)
+            if not live:
+                return sig_w, sig_u
         iters = max(self.power_iters, WARMUP_POWER_ITERS) if fresh else self.power_iters
 
         def measurable(t: Tensor, vec: Tensor | None) -> Tensor:
