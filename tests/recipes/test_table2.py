@@ -99,6 +99,9 @@ SECTION_4_WARMUP = {"vit": ("epochs", 60), "swin": ("epochs", 20), "gpt": ("step
 
 # §3: "In practice, we set the maximum iterations in power iteration to 3."
 SECTION_3_POWER_ITERS = 3
+# Not in the paper: Algorithm 1 has no σ floor (taken literally it never moves a zero-initialised
+# tensor); weyl's documented deviation (optim.sigma_floor) at its default in every recipe.
+SIGMA_FLOOR_DEVIATION = 1e-2
 
 # Table 1: the four runs of each column (AdamW ± warmup, AdamW², plus our σReparam baseline).
 METHODS = ("adamw_warmup", "adamw_nowarmup", "adamw2", "sigma_reparam_nowarmup")
@@ -130,6 +133,7 @@ def _check_method(cfg: TrainConfig, method: str, family: str) -> None:
     if method == "adamw2":
         assert cfg.optim.name == "adamw2"
         assert cfg.optim.power_iters == SECTION_3_POWER_ITERS
+        assert cfg.optim.sigma_floor == SIGMA_FLOOR_DEVIATION
     else:
         assert cfg.optim.name == "adamw"
         assert cfg.optim.tau is None

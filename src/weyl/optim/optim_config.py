@@ -9,8 +9,8 @@ from weyl.value_checks import one_of, require
 
 
 class OptimizerName(StrEnum):
-    """``adamw`` (torch), ``adamw2`` (Algorithm 1), ``sgd`` (torch, momentum), ``sgdw2``
-    (SGD-momentum with the spectral LR clip)."""
+    """``adamw`` (torch), ``adamw2`` (Algorithm 1), ``sgd`` (SGD-momentum with decoupled
+    weight decay: SGDW² with the clip off), ``sgdw2`` (the same with the spectral LR clip)."""
 
     adamw = "adamw"
     adamw2 = "adamw2"
@@ -28,6 +28,9 @@ class OptimConfig:
     # AdamW² threshold on lr·σ₁(ΔW)/σ₁(W); null disables the clip.
     tau: float | None = 0.01
     power_iters: int = 1
+    # σ₁(W) below this counts as this in the clip, so zero-initialised tensors can move; 0 is
+    # the literal Algorithm 1 (such tensors never train). A documented deviation.
+    sigma_floor: float = 1e-2
     momentum: float = 0.9
 
     def __post_init__(self) -> None:
@@ -50,6 +53,11 @@ class OptimConfig:
             f"must be > 0 (or null to disable the clip), got {self.tau}",
         )
         require(self.power_iters >= 1, "optim.power_iters", f"must be >= 1, got {self.power_iters}")
+        require(
+            self.sigma_floor >= 0,
+            "optim.sigma_floor",
+            f"must be >= 0 (0: the literal Algorithm 1), got {self.sigma_floor}",
+        )
         require(
             0.0 <= self.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {self.momentum}"
         )

@@ -549,7 +549,8 @@ class Trainer:
 
 
 def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
-    """Per-tensor ``{name: {lr, lr_eff, clipped, ...}}`` → mean/min effective LR and clip rate."""
+    """Per-tensor ``{name: {lr, lr_eff, clipped, ...}}`` → mean/min effective LR, clip rate, and
+    how many tensors the clip measured against ``optim.sigma_floor`` (``optim/floored``)."""
     if not report:
         return {}
     summary = lr_summary(report.values())
@@ -557,4 +558,5 @@ def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
         "optim/lr_eff_mean": summary["effective_mean"],
         "optim/lr_eff_min": summary["effective_min"],
         "optim/clip_rate": summary["clip_rate"],
+        "optim/floored": float(sum(r.get("floored", 0.0) for r in report.values())),
     }
