@@ -67,6 +67,11 @@ class TrainConfig:
             "schedule.min_lr",
             f"must be in [0, optim.lr={self.optim.lr}], got {schedule.min_lr}",
         )
+        require(
+            schedule.warmup_lr_init <= self.optim.lr,
+            "schedule.warmup_lr_init",
+            f"must be in [0, optim.lr={self.optim.lr}], got {schedule.warmup_lr_init}",
+        )
 
 
 @dataclass
