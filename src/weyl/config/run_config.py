@@ -62,6 +62,14 @@ class TrainConfig:
                 "schedule.warmup_steps",
                 f"must be < trainer.max_steps={trainer.max_steps}, got {schedule.warmup_steps}",
             )
+            decays_after_warmup = schedule.warmup_shape != "overlap"
+            require(
+                schedule.decay_steps is None
+                or schedule.decay_steps > schedule.warmup_steps * decays_after_warmup,
+                "schedule.decay_steps",
+                f"must be > schedule.warmup_steps={schedule.warmup_steps} (the decay starts "
+                f"after the {schedule.warmup_shape} warmup), got {schedule.decay_steps}",
+            )
         require(
             schedule.min_lr <= self.optim.lr,
             "schedule.min_lr",
