@@ -338,3 +338,20 @@ def test_tau_ablation_differs_from_adamw2_only_in_name(recipe: str, base: str) -
     for section in ("model", "data", "optim", "schedule", "trainer", "diagnostics"):
         assert getattr(ablation, section) == getattr(reference, section), section
     assert ablation.logger.wandb.group == reference.logger.wandb.group
+
+
+@pytest.mark.parametrize("method", ["adamw_warmup", "adamw2"])
+def test_nanogpt_init_pair_differs_from_table1_only_in_init(method: str) -> None:
+    """Table 2(b) says "Xavier", Appendix N "follows nanoGPT": the pair runs the second reading."""
+    import dataclasses
+
+    variant = composed(f"table1/gpt2_s_nanogpt_init_{method}")
+    paper = composed(f"table1/gpt2_s_{method}")
+    assert (
+        paper.model.init == TABLE_2B_GPT["weight init"].lower() and variant.model.init == "nanogpt"
+    )
+    assert dataclasses.replace(variant.model, init=paper.model.init) == paper.model
+    for section in ("data", "optim", "schedule", "trainer", "diagnostics"):
+        assert getattr(variant, section) == getattr(paper, section), section
+    assert variant.name == variant.logger.wandb.name == f"gpt2_s_nanogpt_init_{method}"
+    assert variant.logger.wandb.tags == ["table1", "nanogpt-init", *paper.logger.wandb.tags[1:]]

@@ -67,7 +67,7 @@ SIZE_KEYS = {
         "ckpt_every",
         "log_every",
     },
-    "schedule": {"warmup_steps", "warmup_epochs"},
+    "schedule": {"warmup_steps", "warmup_epochs", "decay_steps"},
     "diagnostics": {"every", "probe_batch_size", "rank_samples", "per_head"},
     "logger": {"progress", "wandb"},
 }
@@ -224,8 +224,13 @@ def test_toy_run_keeps_everything_but_sizes(toy_runs: dict[str, Any]) -> None:
         warmup = min(STEPS - 1, math.ceil(fraction * STEPS))
         assert toy["schedule"]["warmup_steps"] == warmup, recipe
         first_lr = next(r["lr"] for r in _records(run) if r["step"] == 1)
-        peak = paper["optim"]["lr"]
-        assert first_lr == pytest.approx(peak / warmup if warmup else peak), recipe
+        peak, w0 = paper["optim"]["lr"], s["warmup_lr_init"]
+        first_ramp = {  # the first update's LR of each warmup shape (weyl.train.schedule)
+            "restart": w0 + (peak - w0) / max(warmup, 1),
+            "overlap": w0,
+            "nanogpt": w0 + (peak - w0) / (warmup + 1),
+        }[s["warmup_shape"]]
+        assert first_lr == pytest.approx(first_ramp if warmup else peak), recipe
         assert toy["logger"]["wandb"]["tags"] == [*paper["logger"]["wandb"]["tags"], "scale-toy"]
 
 
