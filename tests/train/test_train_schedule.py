@@ -188,3 +188,55 @@ def test_bad_resolved_schedules_name_the_key(kwargs, key):
         LRSchedule(**{**base, **kwargs})
     # the overlap decay starts at step 0, so it may end inside the warmup
     LRSchedule(**{**base, "warmup_steps": 4, "decay_steps": 4, "warmup_shape": "overlap"})
+
+
+# --- resume: the schedule is a function of the step, old run dirs stay resumable -----------
+
+
+def test_old_config_without_the_new_keys_is_not_drift(tmp_path):
+    # A config.yaml written before decay_steps / warmup_lr_init / warmup_shape existed resumes
+    # under resume=auto: the relaunch fills the keys with their defaults, which are the old curve.
+    from tests.train.fixtures import tiny_config
+    from weyl.config.compose import plain_config
+    from weyl.train.config_drift import trajectory_changes
+    from weyl.train.launch import with_defaults
+
+    plain = plain_config(tiny_config(tmp_path / "run", schedule=ScheduleConfig(warmup_steps=3)))
+    old = {**plain, "schedule": dict(plain["schedule"])}
+    for key in ("decay_steps", "warmup_lr_init", "warmup_shape"):
+        del old["schedule"][key]
+    assert trajectory_changes(with_defaults(old), plain) == {}
+    # ...while choosing another value of a new key is a change of the run
+    other = {**plain, "schedule": {**plain["schedule"], "warmup_shape": "overlap"}}
+    assert set(trajectory_changes(with_defaults(old), other)) == {"schedule.warmup_shape"}
+
+
+def test_resume_with_the_new_keys_replays_the_lr_sequence(tmp_path):
+    from tests.train.fixtures import (
+        assert_same_trajectory,
+        launch,
+        step_records,
+        synthetic_factories,
+        tiny_config,
+        worker_env,
+    )
+    from weyl.train import run_training
+
+    schedule = ScheduleConfig(
+        warmup_steps=4, warmup_lr_init=1e-4, warmup_shape="overlap", decay_steps=7, min_lr=1e-4
+    )
+    kw = dict(max_steps=9, ckpt_every=3, schedule=schedule)
+    base = run_training(tiny_config(tmp_path / "base", **kw), factories=synthetic_factories())
+    assert base["state"] == "finished"
+    cfg = tiny_config(tmp_path / "killed", **kw)
+    r = launch(cfg, env=worker_env(WEYL_TEST_KILL_AT_STEP="5"))  # resumes from step 3
+    assert r.returncode == -9, r.stdout[-2000:]
+    resumed = run_training(cfg, factories=synthetic_factories())
+    assert resumed["state"] == "finished"
+    records = step_records(tmp_path / "killed")
+    assert_same_trajectory(records, step_records(tmp_path / "base"))
+    # the record of step s holds the LR of update s - 1: timm's ramp, then the overlapping
+    # cosine over 7 steps (timm: t_initial=7), min_lr after it
+    reference = _timm_lrs(9, 3e-3, t_initial=7, lr_min=1e-4, warmup_t=4, warmup_lr_init=1e-4)
+    logged = [records[s]["lr"] for s in range(1, 10)]
+    assert logged == pytest.approx(reference, rel=1e-12)
