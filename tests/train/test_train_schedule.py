@@ -240,3 +240,32 @@ def test_resume_with_the_new_keys_replays_the_lr_sequence(tmp_path):
     reference = _timm_lrs(9, 3e-3, t_initial=7, lr_min=1e-4, warmup_t=4, warmup_lr_init=1e-4)
     logged = [records[s]["lr"] for s in range(1, 10)]
     assert logged == pytest.approx(reference, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["schedule.warmup_shape=linear"], "schedule.warmup_shape"),
+        (["schedule.decay_steps=0"], "schedule.decay_steps"),
+        (["schedule.warmup_steps=10", "schedule.decay_steps=10"], "schedule.decay_steps"),
+        (["schedule.warmup_lr_init=1.0"], "schedule.warmup_lr_init"),
+    ],
+)
+def test_bad_new_keys_fail_at_compose_time_in_one_line(overrides, key):
+    from weyl.config import ConfigError
+    from weyl.config.compose import load_config
+
+    with pytest.raises(ConfigError, match=re.escape(key)) as err:
+        load_config(["recipe=smoke/gpt_tiny", *overrides])
+    assert "\n" not in str(err.value)
+
+
+def test_toy_scale_keeps_the_decay_ratio():
+    from weyl.config import ConfigError
+    from weyl.config.scale import scaled_decay
+
+    gpt_l = {"max_steps": 100_000, "epochs": 0.0}
+    assert scaled_decay({"decay_steps": 600_000}, gpt_l, 20) == 120
+    assert scaled_decay({"decay_steps": None}, gpt_l, 20) is None
+    with pytest.raises(ConfigError, match=r"schedule\.decay_steps"):
+        scaled_decay({"decay_steps": 5000}, {"max_steps": 0, "epochs": 300.0}, 20)
