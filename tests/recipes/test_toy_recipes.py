@@ -175,7 +175,8 @@ def test_corpus_prepared_as_gpt2_tokens(toy_runs: dict[str, Any]) -> None:
 
 def test_every_recipe_ran_its_steps_with_finite_losses(toy_runs: dict[str, Any]) -> None:
     assert sorted(toy_runs["runs"]) == sorted(TEXT_RECIPES + IMAGE_RECIPES)
-    assert len(TEXT_RECIPES) == 6 and len(IMAGE_RECIPES) == 23
+    # GPT-S × 4 methods + its nanoGPT-init pair, GPT-L × 2; ViT, Swin and FLatten-Swin runs
+    assert len(TEXT_RECIPES) == 8 and len(IMAGE_RECIPES) == 23
     for recipe, run in toy_runs["runs"].items():
         status = json.loads((run / "status.json").read_text())
         assert status["state"] == "finished" and status["step"] == STEPS, (recipe, status)
