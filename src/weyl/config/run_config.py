@@ -62,13 +62,13 @@ class TrainConfig:
                 "schedule.warmup_steps",
                 f"must be < trainer.max_steps={trainer.max_steps}, got {schedule.warmup_steps}",
             )
-            decays_after_warmup = schedule.warmup_shape != "overlap"
+            # the overlap cosine starts at step 0; the other shapes' at the warmup's end
+            decay_from = 0 if schedule.warmup_shape == "overlap" else schedule.warmup_steps
             require(
-                schedule.decay_steps is None
-                or schedule.decay_steps > schedule.warmup_steps * decays_after_warmup,
+                schedule.decay_steps is None or schedule.decay_steps > decay_from,
                 "schedule.decay_steps",
-                f"must be > schedule.warmup_steps={schedule.warmup_steps} (the decay starts "
-                f"after the {schedule.warmup_shape} warmup), got {schedule.decay_steps}",
+                f"must be > {decay_from} (the step the {schedule.warmup_shape} decay starts "
+                f"at) or null, got {schedule.decay_steps}",
             )
         require(
             schedule.min_lr <= self.optim.lr,

@@ -75,7 +75,7 @@ class ScheduleConfig:
     # The step at which the decay reaches min_lr (nanoGPT's lr_decay_iters); null = the run's
     # length. Shorter: min_lr from there on; longer: the run stops part-way down the decay.
     decay_steps: int | None = None
-    # LR of the first warmup update (timm's warmup_lr_init, Swin's WARMUP_LR); 0 = from zero.
+    # The LR the warmup ramps up from (timm's warmup_lr_init, Swin's WARMUP_LR); 0 = from zero.
     warmup_lr_init: float = 0.0
     warmup_shape: WarmupShape = WarmupShape.restart
 
