@@ -55,9 +55,7 @@ class RunData:
     def tensor_lr_keys(self) -> list[tuple[str, str]]:
         """(layer, tensor name in its block) of every ``lr/Lxx/<tensor>`` key, sorted."""
         return sorted(
-            (m.group(1), m.group(2))
-            for k in self.metric_keys()
-            if (m := _TENSOR_LR_KEY.match(k))
+            (m.group(1), m.group(2)) for k in self.metric_keys() if (m := _TENSOR_LR_KEY.match(k))
         )
 
     def layer_extreme(self, suffix: str, reduce: str) -> tuple[list[int], list[float]]:
