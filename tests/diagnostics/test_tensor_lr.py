@@ -118,7 +118,8 @@ def test_view_reports_every_tensor_of_the_chosen_blocks_as_algorithm_1_clipped_i
             assert got[key] == pytest.approx(min(lr, limit), rel=1e-5)
             fired = got[key.replace("lr/", "clip/", 1)]
             flags.append(fired)
-            assert fired == float(lr > limit)
+            if abs(lr / limit - 1) > 1e-5:  # the optimizer decides in fp32: no ties here
+                assert fired == float(lr > limit)
             if fired:
                 assert got[key] < lr
             else:

@@ -116,7 +116,8 @@ def test_adamw2_run_logs_every_tensor_at_the_interval_and_report_draws_fig15(tmp
                 assert lr_eff == row["lr_eff"] and clipped == row["clipped"]
                 # Clipped exactly where lr·σ̂(ΔW)/max(σ̂(W), floor) > τ; else the scheduled LR.
                 ratio = record["lr"] * row["sigma_update"] / max(row["sigma_weight"], 1e-2)
-                assert clipped == float(ratio > TAU)
+                if abs(ratio / TAU - 1) > 1e-5:  # the optimizer decides in fp32: no ties here
+                    assert clipped == float(ratio > TAU)
                 if clipped:
                     assert lr_eff == pytest.approx(record["lr"] * TAU / ratio, rel=1e-5)
                 else:
