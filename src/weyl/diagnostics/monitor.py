@@ -32,6 +32,10 @@ Optimizer (only when it has ``lr_report``, see :mod:`weyl.diagnostics.optimizer_
 
     lr/Lxx/{scheduled_mean, effective_mean, effective_min, clip_rate}, lr/other/..., lr/...
 
+    (Fig. 15's per-tensor ``lr/Lxx/<tensor>`` and ``clip/Lxx/<tensor>`` are not computed here:
+    the trainer logs them every ``diagnostics.lr_every`` steps through
+    :class:`weyl.diagnostics.optimizer_view.TensorLRView`.)
+
 Entropy is in nats (mean over query rows and probe maps); erank is the Roy–Vetterli
 effective rank (:mod:`weyl.diagnostics.attention_maps`), averaged over at most
 ``rank_samples`` probe maps per layer to bound the cost of the SVDs.
