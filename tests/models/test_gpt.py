@@ -75,6 +75,48 @@ def test_nanogpt_init_scales_residual_projections() -> None:
     assert block.mlp.fc2.weight.std().item() == pytest.approx(scaled, rel=0.03)
 
 
+def _nanogpt_rule(name: str, n_layer: int) -> tuple[str, float]:
+    """nanoGPT's model.py init, restated per parameter name: ``_init_weights`` gives every Linear
+    and Embedding weight N(0, 0.02) and zero biases, then every ``c_proj.weight`` (attention and
+    MLP output, here ``attn.proj`` / ``mlp.fc2``) is redrawn from N(0, 0.02/√(2·n_layer));
+    LayerNorm weights are 1 and biases 0; lm_head is wte."""
+    if "ln_" in name:
+        return ("ones", 0.0) if name.endswith("weight") else ("zeros", 0.0)
+    if name.endswith("bias"):
+        return ("zeros", 0.0)
+    if name.endswith(("attn.proj.weight", "mlp.fc2.weight")):
+        return ("normal", 0.02 / math.sqrt(2 * n_layer))
+    return ("normal", 0.02)
+
+
+def test_nanogpt_init_is_nanogpts_rule_for_every_parameter() -> None:
+    torch.manual_seed(0)
+    n_layer = 6
+    cfg = GPTModelConfig(
+        n_layer=n_layer, n_head=4, n_embd=192, block_size=256, vocab_size=512, bias=True,
+        init="nanogpt",
+    )  # fmt: skip
+    model = build_model(cfg)
+    assert model.lm_head.weight is model.wte.weight  # tied, counted once below
+    names = [name for name, _ in model.named_parameters()]
+    assert "wpe.weight" in names and "wte.weight" in names
+    for name, p in model.named_parameters():
+        kind, std = _nanogpt_rule(name, n_layer)
+        if kind == "ones":
+            assert torch.equal(p, torch.ones_like(p)), name
+        elif kind == "zeros":
+            assert torch.equal(p, torch.zeros_like(p)), name
+        else:
+            x = p.detach().double().flatten()
+            # ≥ 36,864 draws: the sample std is within ~0.4% (1σ) of the true one
+            assert x.std().item() == pytest.approx(std, rel=0.03), name
+            assert abs(x.mean().item()) < 4 * std / math.sqrt(x.numel()), name
+            # a normal, not a uniform of the same std (kurtosis 3 vs 1.8) nor a truncation
+            kurtosis = (((x - x.mean()) / x.std()) ** 4).mean().item()
+            assert kurtosis == pytest.approx(3.0, abs=0.15), name
+            assert x.abs().max().item() > 3.5 * std, name
+
+
 @pytest.mark.parametrize("init", ["xavier", "trunc_xavier"])
 def test_xavier_inits(init: str) -> None:
     model = build_model(_mid(init))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -71,3 +73,41 @@ def test_gpt_num_params_excludes_positions() -> None:
     by_hand = layers * (12 * d * d + 2 * d) + d + vocab * d + ctx * d
     assert total == by_hand
     assert model.num_params(non_embedding=True) == total - ctx * d
+
+
+def _vit_by_hand(dim: int, mlp: int, depth: int, patch: int, head: bool) -> int:
+    """A 224-px timm ViT counted from its layers: patch embedding, cls + positions, blocks."""
+    tokens = (224 // patch) ** 2 + 1
+    block = 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + 2 * dim
+    block += (dim * mlp + mlp) + (mlp * dim + dim)
+    total = 3 * patch * patch * dim + dim + dim + tokens * dim + depth * block + 2 * dim
+    return total + (dim * 1000 + 1000 if head else 0)
+
+
+def _without_head(name: str) -> int:
+    with torch.device("meta"):
+        model = build_model(model_config(name))
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("head."))
+
+
+def test_paper_counts_vs_ours_as_the_readme_states() -> None:
+    # ViT-L: timm's model has 304.3M; the paper's 307M is the original ViT paper's figure.
+    assert _count("vit_l16") == _vit_by_hand(1024, 4096, 24, 16, head=True) == 304_326_632
+    assert round(_count("vit_l16") / 1e6) != 307
+    # ViT-g: Appendix J's 1011M is the model without its 1000-class head.
+    assert _without_head("vit_g14") == _vit_by_hand(1408, 6144, 40, 14, head=False)
+    assert round(_without_head("vit_g14") / 1e6) == 1011
+    assert round(_count("vit_g14") / 1e6) == 1013
+
+
+@pytest.mark.parametrize(
+    ("name", "published"),
+    # GPT-2 small / large with their own 50257-token vocabulary and biases (Hugging Face's
+    # published counts of gpt2 and gpt2-large); the paper's 125M / 774M.
+    [("gpt2_s", 124_439_808), ("gpt2_l", 774_030_080)],
+)
+def test_gpt2_with_its_own_vocabulary_and_biases(name: str, published: int) -> None:
+    cfg = dataclasses.replace(model_config(name), vocab_size=50257, bias=True)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) == published

@@ -146,3 +146,77 @@ def test_meta_device_build() -> None:
     with torch.device("meta"):
         model = build_model(cfg)
     assert model.blocks[0].attn.qkv.sigma_u.is_meta
+
+
+def test_keep_init_keeps_every_weight_bitwise() -> None:
+    torch.manual_seed(0)
+    model = build_model(twin("vit_tiny"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_sigma_reparam(model, init="keep")
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+
+
+def _official_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (SigmaReparamLinear, SigmaReparamConv2d))]
+
+
+def test_official_init_redraws_as_convert_to_sn() -> None:
+    # The definition (ml-sigma-reparam's SNLinear/SNConv2d): weight ~ trunc_normal_(std=0.02)
+    # with torch's default bounds ±2.0, bias ~ U(±1/sqrt(fan_in)) of a fresh nn.Linear over
+    # the flattened kernel, γ = σ₁ of that new weight.
+    torch.manual_seed(0)
+    model = build_model(twin("vit_tiny", sigma_reparam=True, sigma_reparam_init="official"))
+    layers = _official_layers(model)
+    assert isinstance(model.patch_embed.proj, SigmaReparamConv2d) and len(layers) > 5
+    weights = torch.cat([m.weight.detach().flatten() for m in layers])
+    n = weights.numel()
+    # mean 0 and std 0.02 within 4 standard errors of their sampling distributions
+    assert abs(weights.mean().item()) < 4 * 0.02 / n**0.5
+    assert weights.std().item() == pytest.approx(0.02, abs=4 * 0.02 / (2 * n) ** 0.5)
+    # the ±2 bounds are 100 std away: in effect a plain normal, so ≈4.55% fall beyond 2 std
+    beyond = (weights.abs() > 0.04).float().mean().item()
+    p = 0.0455
+    assert beyond == pytest.approx(p, abs=4 * (p * (1 - p) / n) ** 0.5)
+    assert weights.abs().max().item() < 2.0
+    for m in layers:
+        fan_in = m.weight[0].numel()
+        bound = 1.0 / fan_in**0.5
+        b = m.bias.detach()
+        assert b.abs().max().item() <= bound
+        # uniform on [-bound, bound]: the spread reaches well past half the bound (not zeros)
+        assert b.abs().max().item() > 0.5 * bound
+        s = torch.linalg.svdvals(m.weight.detach().reshape(m.weight.shape[0], -1))[0]
+        assert m.gamma.item() == pytest.approx(s.item(), rel=1e-5)
+
+
+def test_official_init_bias_is_uniform_in_distribution() -> None:
+    torch.manual_seed(0)
+    fan_in = 64
+    layer = SigmaReparamLinear.from_linear(nn.Linear(fan_in, 4096), init="official")
+    bias = layer.bias.detach() * fan_in**0.5  # U(-1, 1)
+    # Uniform(-1, 1): mean 0, variance 1/3; deciles evenly spaced
+    assert abs(bias.mean().item()) < 4 * (1 / 3 / 4096) ** 0.5
+    assert bias.var().item() == pytest.approx(1 / 3, abs=0.03)
+    q = torch.quantile(bias, torch.tensor([0.1, 0.5, 0.9]))
+    torch.testing.assert_close(q, torch.tensor([-0.8, 0.0, 0.8]), atol=0.06, rtol=0)
+
+
+def test_official_init_keeps_parameter_identity_and_tied_head() -> None:
+    model = build_model(twin("gpt_tiny"))
+    qkv = model.blocks[0].attn.qkv.weight
+    emb = model.wte.weight.detach().clone()
+    apply_sigma_reparam(model, init="official")
+    assert model.blocks[0].attn.qkv.weight is qkv  # same Parameter, new values
+    assert torch.equal(model.wte.weight, emb)  # the tied lm_head/embedding is not redrawn
+    assert type(model.lm_head) is nn.Linear
+
+
+def test_bad_init_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"model\.sigma_reparam_init"):
+        apply_sigma_reparam(nn.Linear(4, 4), init="xavier")
+    with pytest.raises(ValueError, match=r"model\.sigma_reparam_init"):
+        twin("vit_tiny", sigma_reparam=True, sigma_reparam_init="xavier")
+    with pytest.raises(ValueError, match=r"model\.sigma_reparam_init.*sigma_reparam=true"):
+        twin("vit_tiny", sigma_reparam_init="official")

@@ -87,7 +87,8 @@ class ReferenceAdamW2:
             alpha = self.lr
             s_d = exact_sigma(delta)
             s_w = max(exact_sigma(p), self.floor)
-            if self.tau is not None and s_d > 0 and alpha * s_d / s_w > self.tau:
+            # Rule 1 as α·σ₁(ΔW) > τ·σ₁(W): also defined at σ₁(W) = 0 (floor 0), where α = 0.
+            if self.tau is not None and s_d > 0 and alpha * s_d > self.tau * s_w:
                 alpha = self.tau * s_w / s_d
             self.lr_eff.append(alpha)
             p.sub_(alpha * delta + alpha * self.wd * p)

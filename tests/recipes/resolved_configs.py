@@ -10,7 +10,8 @@ them key by key.
 The fixtures record the configs of commit 135009c (before the rewrite). Regenerate them only
 for a deliberate change of a recipe's values, and say so in the commit:
 
-    PYTHONPATH=src python -m tests.recipes.resolved_configs --write
+    PYTHONPATH=src python -m tests.recipes.resolved_configs --write            # every fixture
+    PYTHONPATH=src python -m tests.recipes.resolved_configs --write table1/NEW  # a new recipe
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from weyl.config.compose import load_config, recipes_dir
+from weyl.config.compose import load_config
 
 FIXTURES = Path(__file__).parent / "resolved"
 SCALES = ("scale=full", "scale=toy")
@@ -104,7 +105,8 @@ def write(recipes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        raise SystemExit("usage: python -m tests.recipes.resolved_configs --write")
-    root = recipes_dir()
-    write(sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")))
+    # --write: regenerate every committed fixture; --write RECIPE...: (re)write those recipes' too.
+    # Base recipes (e.g. table1/vit_b) and the shared table2/ includes are not runs of their own.
+    if not sys.argv[1:] or sys.argv[1] != "--write":
+        raise SystemExit("usage: python -m tests.recipes.resolved_configs --write [RECIPE ...]")
+    write(sys.argv[2:] or snapshot_recipes())

@@ -35,10 +35,11 @@ TAU_SWEEPS = {"ablation/gpt2_s_tau": "gpt2_s_tau.yaml", "ablation/swin_s_tau": "
 
 
 def test_recipe_tree_has_every_paper_experiment() -> None:
-    # 5 Table 1 columns × 4 methods, Appendix J (3), K (2), L (2 methods × 2 lengths), Fig. 6 (2).
+    # 5 Table 1 columns × 4 methods plus GPT-S's nanoGPT-init pair, Appendix J (3), K (2),
+    # L (2 methods × 2 lengths), Fig. 6 (2).
     groups = {name.split("/")[0] for name in RECIPE_NAMES}
     assert {"table1", "appendix", "ablation", "cpu", "smoke"} <= groups
-    assert sum(n.startswith("table1/") for n in RECIPE_NAMES) == 20
+    assert sum(n.startswith("table1/") for n in RECIPE_NAMES) == 22
     assert sum(n.startswith("appendix/") for n in RECIPE_NAMES) == 9
     assert sum(n.startswith("ablation/") for n in RECIPE_NAMES) == 2
     # One base per model (a Table 1 column, an appendix model, the CPU demo), one column per

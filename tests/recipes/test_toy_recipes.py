@@ -67,7 +67,7 @@ SIZE_KEYS = {
         "ckpt_every",
         "log_every",
     },
-    "schedule": {"warmup_steps", "warmup_epochs"},
+    "schedule": {"warmup_steps", "warmup_epochs", "decay_steps"},
     "diagnostics": {"every", "probe_batch_size", "rank_samples", "per_head"},
     "logger": {"progress", "wandb"},
 }
@@ -175,7 +175,8 @@ def test_corpus_prepared_as_gpt2_tokens(toy_runs: dict[str, Any]) -> None:
 
 def test_every_recipe_ran_its_steps_with_finite_losses(toy_runs: dict[str, Any]) -> None:
     assert sorted(toy_runs["runs"]) == sorted(TEXT_RECIPES + IMAGE_RECIPES)
-    assert len(TEXT_RECIPES) == 6 and len(IMAGE_RECIPES) == 23
+    # GPT-S × 4 methods + its nanoGPT-init pair, GPT-L × 2; ViT, Swin and FLatten-Swin runs
+    assert len(TEXT_RECIPES) == 8 and len(IMAGE_RECIPES) == 23
     for recipe, run in toy_runs["runs"].items():
         status = json.loads((run / "status.json").read_text())
         assert status["state"] == "finished" and status["step"] == STEPS, (recipe, status)
@@ -224,8 +225,13 @@ def test_toy_run_keeps_everything_but_sizes(toy_runs: dict[str, Any]) -> None:
         warmup = min(STEPS - 1, math.ceil(fraction * STEPS))
         assert toy["schedule"]["warmup_steps"] == warmup, recipe
         first_lr = next(r["lr"] for r in _records(run) if r["step"] == 1)
-        peak = paper["optim"]["lr"]
-        assert first_lr == pytest.approx(peak / warmup if warmup else peak), recipe
+        peak, w0 = paper["optim"]["lr"], s["warmup_lr_init"]
+        first_ramp = {  # the first update's LR of each warmup shape (weyl.train.schedule)
+            "restart": w0 + (peak - w0) / max(warmup, 1),
+            "overlap": w0,
+            "nanogpt": w0 + (peak - w0) / (warmup + 1),
+        }[s["warmup_shape"]]
+        assert first_lr == pytest.approx(first_ramp if warmup else peak), recipe
         assert toy["logger"]["wandb"]["tags"] == [*paper["logger"]["wandb"]["tags"], "scale-toy"]
 
 

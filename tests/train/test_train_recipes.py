@@ -51,6 +51,7 @@ def test_tiny_gpt_on_kjv_learns(tmp_path, data_dir):
     assert _mean_loss(records.values(), {55, 60}) < _mean_loss(records.values(), {5, 10}) - 1.0
     assert summary["eval"]["eval/loss"] < 3.5  # a uniform guess over 128 ids: ln 128 ≈ 4.85
     assert "attn/L00/h00/sec_s2" in records[20] and "optim/clip_rate" in records[20]
+    assert records[20]["optim/floored"] >= 0  # tensors held at optim.sigma_floor, a count
     assert "attn/L00/h00/sec_s2" in records[0]  # diagnostics at step 0 too
 
 

@@ -62,10 +62,23 @@ class TrainConfig:
                 "schedule.warmup_steps",
                 f"must be < trainer.max_steps={trainer.max_steps}, got {schedule.warmup_steps}",
             )
+            # the overlap cosine starts at step 0; the other shapes' at the warmup's end
+            decay_from = 0 if schedule.warmup_shape == "overlap" else schedule.warmup_steps
+            require(
+                schedule.decay_steps is None or schedule.decay_steps > decay_from,
+                "schedule.decay_steps",
+                f"must be > {decay_from} (the step the {schedule.warmup_shape} decay starts "
+                f"at) or null, got {schedule.decay_steps}",
+            )
         require(
             schedule.min_lr <= self.optim.lr,
             "schedule.min_lr",
             f"must be in [0, optim.lr={self.optim.lr}], got {schedule.min_lr}",
+        )
+        require(
+            schedule.warmup_lr_init <= self.optim.lr,
+            "schedule.warmup_lr_init",
+            f"must be in [0, optim.lr={self.optim.lr}], got {schedule.warmup_lr_init}",
         )
 
 

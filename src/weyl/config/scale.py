@@ -9,7 +9,8 @@ keys differ per family (``n_embd`` vs ``embed_dim``, ``block_size`` vs ``img_siz
 - ``scale.steps``: the run's length. The warmup keeps its fraction of the recipe's run
   (``warmup_steps / max_steps`` or ``warmup_epochs / epochs``), rounded up so a recipe with
   warmup keeps some; epoch-based recipes become step-based, since a toy data set has no
-  meaningful epoch.
+  meaningful epoch. ``schedule.decay_steps`` keeps its ratio to the run's length (GPT-L stops
+  at 1/6 of its decay at toy size too).
 
 :func:`apply_scale` turns the node into those plain keys and removes it, so the validated
 config and the run's saved ``config.yaml`` hold the sizes that actually ran.
@@ -65,6 +66,21 @@ def scaled_warmup(schedule: Mapping[str, Any], trainer: Mapping[str, Any], steps
     return min(steps - 1, math.ceil(fraction * steps))
 
 
+def scaled_decay(schedule: Mapping[str, Any], trainer: Mapping[str, Any], steps: int) -> int | None:
+    """``schedule.decay_steps`` of a ``steps``-long run that keeps its ratio to the run's length
+    ("train for N, decay over M"); None (the run's length) stays None."""
+    decay_steps = schedule.get("decay_steps")
+    if decay_steps is None:
+        return None
+    max_steps = int(trainer.get("max_steps") or 0)
+    if float(trainer.get("epochs") or 0.0) > 0 or max_steps <= 0:
+        raise ConfigError(
+            "schedule.decay_steps: an epoch-based recipe has no known decay fraction; "
+            "set schedule.decay_steps=null or give the run in trainer.max_steps"
+        )
+    return max(1, round(int(decay_steps) / max_steps * steps))
+
+
 def apply_scale(plain: dict[str, Any]) -> dict[str, Any]:
     """Apply and remove the ``scale`` node of a resolved config (unchanged when absent)."""
     spec = plain.pop(SCALE_KEY, None)
@@ -84,8 +100,13 @@ def apply_scale(plain: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ConfigError(f"scale.steps: must be an integer >= 1, got {steps!r}")
         warmup = scaled_warmup(schedule, trainer, steps)
+        decay = scaled_decay(schedule, trainer, steps)
+        if decay is not None and schedule.get("warmup_shape") != "overlap":
+            decay = max(decay, warmup + 1)  # the decay starts after the warmup
         trainer.update(max_steps=steps, epochs=0.0)
         schedule.update(warmup_steps=warmup, warmup_epochs=0.0)
+        if "decay_steps" in schedule:
+            schedule.update(decay_steps=decay)
     name = spec.get("name")
     wandb = plain.get("logger", {}).get("wandb")
     if name and isinstance(wandb, dict):

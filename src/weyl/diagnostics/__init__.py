@@ -8,7 +8,8 @@ Everything reads models through :mod:`weyl.models.attention_view`, never a model
 - :mod:`~weyl.diagnostics.attention_maps` — attention entropy and effective rank;
 - :mod:`~weyl.diagnostics.terms` — the 15 terms of Fig. 1;
 - :mod:`~weyl.diagnostics.collapse` — normal / benign / malignant classification;
-- :mod:`~weyl.diagnostics.optimizer_view` — scheduled vs effective LR per layer (Fig. 15);
+- :mod:`~weyl.diagnostics.optimizer_view` — scheduled vs effective LR per tensor (Fig. 15)
+  and per layer; :mod:`~weyl.diagnostics.tensor_kinds` — γ₁, W_qkv, W₂, … from a tensor's name;
 - :mod:`~weyl.diagnostics.modes` — Appendix G's three attention modes (``weyl modes``).
 
 Names load on first use (:mod:`weyl.lazy_exports`): ``weyl.diagnostics.diagnostics_config``
@@ -23,6 +24,7 @@ _EXPORTS = {
     "AttentionMode": "weyl.diagnostics.collapse",
     "CollapseThresholds": "weyl.diagnostics.collapse",
     "classify_heads": "weyl.diagnostics.collapse",
+    "theorem1_holds": "weyl.diagnostics.collapse",
     "DiagnosticsConfig": "weyl.diagnostics.diagnostics_config",
     "ModeResult": "weyl.diagnostics.modes",
     "simulate_attention_modes": "weyl.diagnostics.modes",
@@ -30,6 +32,8 @@ _EXPORTS = {
     "spectral_report": "weyl.diagnostics.monitor",
     "layer_lr_stats": "weyl.diagnostics.optimizer_view",
     "parameter_layers": "weyl.diagnostics.optimizer_view",
+    "TensorLRView": "weyl.diagnostics.optimizer_view",
+    "tensor_kind": "weyl.diagnostics.tensor_kinds",
     "ov_singular_values": "weyl.diagnostics.spectral",
     "product_singular_values": "weyl.diagnostics.spectral",
     "product_spectral_norm": "weyl.diagnostics.spectral",

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from weyl.value_checks import require
+
+# diagnostics.lr_layers entries: a position in depth, every block, or a block index (3 or L03).
+LAYER_POSITIONS = ("first", "middle", "last", "all")
+_LAYER_INDEX = re.compile(r"^L?(\d+)$")
 
 
 @dataclass
@@ -25,6 +31,14 @@ class DiagnosticsConfig:
     # Collapse classifier thresholds (see weyl.diagnostics.collapse).
     entropy_collapse: float = 0.2
     sec_concentrated: float = 0.95
+    # Theorem 1's "large leading singular value": σ₁(W_qᵀW_k)/√d_q at or above it.
+    qk_logit_large: float = 1.5
+    # Fig. 15: every N optimizer steps, each tensor's effective LR and clip flag of the blocks in
+    # lr_layers (keys lr/Lxx/<tensor>, clip/Lxx/<tensor>); 0 = off. Independent of `every`: the
+    # optimizer records them each step, reading them is one host transfer.
+    lr_every: int = 50
+    # first / middle / last (the paper's Block 0 / 6 / 11 of GPT-2 S), all, or block indices.
+    lr_layers: list[str] = field(default_factory=lambda: ["first", "middle", "last"])
 
     def __post_init__(self) -> None:
         require(self.every > 0, "diagnostics.every", f"must be > 0, got {self.every}")
@@ -48,3 +62,48 @@ class DiagnosticsConfig:
             "diagnostics.sec_concentrated",
             f"must be in (0, 1], got {self.sec_concentrated}",
         )
+        require(
+            self.qk_logit_large >= 0,
+            "diagnostics.qk_logit_large",
+            f"must be >= 0, got {self.qk_logit_large}",
+        )
+        require(
+            self.lr_every >= 0,
+            "diagnostics.lr_every",
+            f"must be >= 0 (0 turns the per-tensor LR log off), got {self.lr_every}",
+        )
+        bad = [str(x) for x in self.lr_layers if not _layer_token_ok(str(x))]
+        require(
+            bool(self.lr_layers) and not bad,
+            "diagnostics.lr_layers",
+            f"takes {', '.join(LAYER_POSITIONS)} or block indices (3 or L03); got "
+            f"{list(self.lr_layers)}",
+        )
+
+
+def _layer_token_ok(token: str) -> bool:
+    return token in LAYER_POSITIONS or _LAYER_INDEX.match(token) is not None
+
+
+def select_lr_layers(layers: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """The names among ``layers`` (``L00``… in depth order) that ``diagnostics.lr_layers`` picks."""
+    if not layers:
+        return []
+    chosen: set[str] = set()
+    for token in (str(w) for w in wanted):
+        if token == "all":
+            chosen.update(layers)
+        elif token in ("first", "middle", "last"):
+            position = {"first": 0, "middle": len(layers) // 2, "last": len(layers) - 1}
+            chosen.add(layers[position[token]])
+        elif (match := _LAYER_INDEX.match(token)) is not None:
+            name = f"L{int(match.group(1)):02d}"
+            require(
+                name in layers,
+                "diagnostics.lr_layers",
+                f"block {token} does not exist; the model has {layers[0]}..{layers[-1]}",
+            )
+            chosen.add(name)
+        else:
+            require(False, "diagnostics.lr_layers", f"unknown entry {token!r}")
+    return [name for name in layers if name in chosen]

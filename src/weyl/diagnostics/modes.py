@@ -95,7 +95,12 @@ def simulate_attention_modes(
         fraction = erank / num_tokens
         sec_small = sec_index(spectrum, t.sec_rank(d_q))
         label = classify_heads(
-            torch.tensor([entropy]), torch.tensor([fraction]), sec_small.reshape(1), t
+            torch.tensor([entropy]),
+            torch.tensor([fraction]),
+            sec_small.reshape(1),
+            spectrum[:1],
+            d_q,
+            t,
         )
         results.append(
             ModeResult(

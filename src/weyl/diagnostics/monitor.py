@@ -32,6 +32,10 @@ Optimizer (only when it has ``lr_report``, see :mod:`weyl.diagnostics.optimizer_
 
     lr/Lxx/{scheduled_mean, effective_mean, effective_min, clip_rate}, lr/other/..., lr/...
 
+    (Fig. 15's per-tensor ``lr/Lxx/<tensor>`` and ``clip/Lxx/<tensor>`` are not computed here:
+    the trainer logs them every ``diagnostics.lr_every`` steps through
+    :class:`weyl.diagnostics.optimizer_view.TensorLRView`.)
+
 Entropy is in nats (mean over query rows and probe maps); erank is the Roy–Vetterli
 effective rank (:mod:`weyl.diagnostics.attention_maps`), averaged over at most
 ``rank_samples`` probe maps per layer to bound the cost of the SVDs.
@@ -110,10 +114,10 @@ def _spectral_keys(
     per_head: bool,
     thresholds: CollapseThresholds,
     terms: bool,
-) -> tuple[dict[str, float], dict[str, Tensor]]:
-    """Weight-only keys, plus SEC(d_q, s*) per head for the collapse rule."""
+) -> tuple[dict[str, float], dict[str, tuple[Tensor, Tensor]]]:
+    """Weight-only keys, plus (SEC(d_q, s*), σ₁(W_qᵀW_k)) per head for the collapse rule."""
     out: dict[str, float] = {}
-    sec_small: dict[str, Tensor] = {}
+    sec_small: dict[str, tuple[Tensor, Tensor]] = {}
     spectra = _head_spectra(views)
     any_concentrated = False
     for v in views:
@@ -133,8 +137,9 @@ def _spectral_keys(
             out[f"{layer}/sec_s{s}_max"] = float(sec.max())
             out[f"{layer}/sec_s{s}_mean"] = float(sec.mean())
         out[f"{layer}/ov_sigma1_max"] = float(ov.max())
-        sec_small[v.name] = sec_index(qk, thresholds.sec_rank(v.head_dim))
-        any_concentrated |= bool((sec_small[v.name] >= thresholds.sec).any())
+        sec_star = sec_index(qk, thresholds.sec_rank(v.head_dim))
+        sec_small[v.name] = (sec_star, sigma1)
+        any_concentrated |= bool((sec_star >= thresholds.sec).any())
         if terms:
             for name, value in weight_terms(v).items():
                 out[f"terms/{v.name}/{name}"] = value
@@ -202,7 +207,10 @@ class Diagnostics:
         self.sec_s = _check_sec_s(cfg.sec_s)
         extra = {} if rank_fraction is None else {"rank_fraction": rank_fraction}
         self.thresholds = CollapseThresholds(
-            entropy=cfg.entropy_collapse, sec=cfg.sec_concentrated, **extra
+            entropy=cfg.entropy_collapse,
+            sec=cfg.sec_concentrated,
+            qk_logit=cfg.qk_logit_large,
+            **extra,
         )
         self.probe_inputs = None if probe_inputs is None else probe_inputs.detach().clone()
         self.loss_fn = loss_fn
@@ -272,7 +280,7 @@ class Diagnostics:
         self,
         views: list[AttentionLayerView],
         maps: dict[str, Tensor],
-        sec_small: dict[str, Tensor],
+        sec_small: dict[str, tuple[Tensor, Tensor]],
     ) -> dict[str, float]:
         out: dict[str, float] = {}
         first_malignant = -1
@@ -291,7 +299,10 @@ class Diagnostics:
                 out[f"{layer}/erank_min"] = float(erank.min())
                 out[f"{layer}/erank_mean"] = float(erank.mean())
                 entropy_mins.append(float(entropy.min()))
-            labels = classify_heads(entropy, erank_fraction, sec_small[v.name], self.thresholds)
+            sec_star, sigma1 = sec_small[v.name]
+            labels = classify_heads(
+                entropy, erank_fraction, sec_star, sigma1, v.head_dim, self.thresholds
+            )
             if self.per_head:
                 for h in range(v.num_heads):
                     if entropy is not None and erank is not None:

@@ -32,5 +32,5 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         raise ValueError(f"model.family: no builder for '{cfg.family}'; have {', '.join(BUILDERS)}")
     model = BUILDERS[cfg.family](cfg)
     if cfg.sigma_reparam:
-        apply_sigma_reparam(model, pure=cfg.sigma_reparam_pure)
+        apply_sigma_reparam(model, pure=cfg.sigma_reparam_pure, init=cfg.sigma_reparam_init)
     return model

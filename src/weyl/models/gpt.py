@@ -12,11 +12,14 @@ a fused ``qkv`` Linear (rows: q, then k, then v), ``proj`` Linear, ``attn_drop``
 the softmax probabilities and a ``fused_attn`` switch (True: SDPA with ``is_causal``; False:
 explicit masked softmax → ``attn_drop`` → ``@ v``).
 
-Initialisations (``init``): "nanogpt" = N(0, 0.02) for Linear and Embedding weights, with the
-residual projections (``attn.proj``, ``mlp.fc2``) at N(0, 0.02/√(2·n_layer)); "xavier" and
-"trunc_xavier" re-initialise every Linear weight with the Table 2 scheme (see
-:mod:`weyl.models.weight_init`), embeddings staying at N(0, 0.02). The paper's Table 2
-lists "Xavier" for GPT, so ``configs/model/gpt2_s.yaml`` / ``gpt2_l.yaml`` set ``init: xavier``.
+Initialisations (``init``): "nanogpt" is nanoGPT's ``model.py`` (= GPT-2's): N(0, 0.02) for every
+Linear and Embedding weight (token and position tables; ``lm_head`` is the token table), zero
+biases, LayerNorm 1 / 0, and the residual projections (``attn.proj``, ``mlp.fc2``: nanoGPT's two
+``c_proj``) redrawn at N(0, 0.02/√(2·n_layer)); "xavier" and "trunc_xavier" re-initialise every
+Linear weight with the Table 2 scheme (see :mod:`weyl.models.weight_init`), embeddings staying
+at N(0, 0.02). The paper's Table 2(b) lists "Xavier" for GPT, so ``configs/model/gpt2_s.yaml`` /
+``gpt2_l.yaml`` set ``init: xavier``; Appendix N says GPT "follows nanoGPT", which the
+``table1/gpt2_s_nanogpt_init_*`` recipes run (recipes/README.md, "GPT init").
 """
 
 from __future__ import annotations

@@ -32,6 +32,13 @@ class VisionInit(StrEnum):
     trunc_xavier = "trunc_xavier"
 
 
+class SigmaReparamInit(StrEnum):
+    """σReparam's starting weights: the model's own, or ml-sigma-reparam's ``convert_to_sn`` redraw."""
+
+    keep = "keep"
+    official = "official"
+
+
 @dataclass
 class ModelConfig:
     """Keys shared by every model family."""
@@ -42,6 +49,9 @@ class ModelConfig:
     sigma_reparam: bool = False
     # "pure" σReparam: also remove the LayerNorms.
     sigma_reparam_pure: bool = False
+    # keep: the model's own weights (Ŵ₀ = W₀, the function at init is unchanged); official:
+    # redraw as ml-sigma-reparam's convert_to_sn does (weights N(0, 0.02), biases nn.Linear's).
+    sigma_reparam_init: SigmaReparamInit = SigmaReparamInit.keep
 
     def __post_init__(self) -> None:
         if self.family != self.FAMILY:
@@ -54,6 +64,14 @@ class ModelConfig:
             not self.sigma_reparam_pure or self.sigma_reparam,
             "model.sigma_reparam_pure",
             "needs model.sigma_reparam=true",
+        )
+        self.sigma_reparam_init = one_of(
+            SigmaReparamInit, self.sigma_reparam_init, "model.sigma_reparam_init"
+        )
+        require(
+            self.sigma_reparam_init is SigmaReparamInit.keep or self.sigma_reparam,
+            "model.sigma_reparam_init",
+            "'official' redraws the σReparam layers' weights; needs model.sigma_reparam=true",
         )
 
 

@@ -9,8 +9,9 @@ Per tensor W at step t, with α_t = ``group["lr"]`` (whatever a scheduler set)::
 
 Default ``tau=0.01``: the paper's GPT-S/L value (Table 2b); its ViT recipes use 0.004/0.003 and
 Swin 0.004. ``tau=None`` or ``inf`` in a group reproduces ``torch.optim.AdamW`` for that group
-(same foreach arithmetic, no σ₁ estimate). σ̂₁ by warm-started Lanczos: ``power_iters`` steps
-on ΔW and ``weight_iters`` on W per step (3 and 1; 20 on a tensor's first step).
+(same foreach arithmetic, no σ₁ estimate; complex tensors as torch: their real and imaginary
+parts as separate entries). σ̂₁ by warm-started Lanczos: ``power_iters`` steps on ΔW and
+``weight_iters`` on W per step (3 and 1; 20 on a tensor's first step).
 σ₁ of each parameter kind follows :mod:`weyl.optim.spectral_norm`. The arithmetic is
 ``torch._foreach_*`` over all tensors of a group and device; the clip factors are computed as
 tensors, with no host synchronisation.
@@ -29,9 +30,10 @@ via distributed power iteration, see :mod:`weyl.optim.spectral_norm`).
 
 from __future__ import annotations
 
+import numbers
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -44,20 +46,44 @@ from weyl.optim.weyl_clip import (
     DEFAULT_WEIGHT_ITERS,
     SpectrallyClippedOptimizer,
     WeylClip,
+    check_lr,
 )
 
 # Below this weight decay −ΔW/λ could overflow fp32/bf16: decay and step are applied apart.
 _MIN_FOLDED_DECAY = 1e-20
 
 
+def checked_betas(betas: Sequence[float | Tensor]) -> tuple[float, float]:
+    """``(β₁, β₂)`` as floats, by torch's rules: two numbers or two 1-element Tensors, in [0, 1)."""
+    if len(betas) != 2:
+        raise ValueError(f"betas={tuple(betas)}: needs two values (beta1, beta2)")
+    tensors = [isinstance(b, Tensor) for b in betas]
+    if any(tensors) and not all(tensors):
+        raise ValueError("betas must be either both floats or both Tensors")
+    values = []
+    for i, b in enumerate(betas):
+        if isinstance(b, Tensor):
+            if b.numel() != 1:
+                raise ValueError(f"Tensor betas[{i}] must be 1-element")
+            b = b.item()
+        elif isinstance(b, bool) or not isinstance(b, numbers.Real):
+            raise ValueError(f"betas[{i}]={b!r}: must be a float or a 1-element Tensor")
+        values.append(float(b))
+    if not all(0 <= b < 1 for b in values):
+        raise ValueError(f"betas={tuple(values)}: each must be in [0, 1)")
+    return values[0], values[1]
+
+
 class AdamW2(SpectrallyClippedOptimizer):
     """AdamW with the per-tensor spectral LR clip of Algorithm 1 (a plain torch Optimizer)."""
+
+    _INSTANCE_SETTINGS: ClassVar[dict[str, Any]] = {"keep_scratch": True}
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         tau: float | None = DEFAULT_TAU,
@@ -70,17 +96,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         measured 0.94× torch AdamW's step time with it and 1.2–1.3× without, at the cost of
         +50% of AdamW's state held between steps (benchmarks/optimizer_step.py)."""
         self.keep_scratch = keep_scratch
-        if not lr >= 0:
-            raise ValueError(f"lr={lr}: must be ≥ 0")
-        if not eps >= 0:
-            raise ValueError(f"eps={eps}: must be ≥ 0")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas={tuple(betas)}: each must be in [0, 1)")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay={weight_decay}: must be ≥ 0")
         defaults = dict(
             lr=lr,
-            betas=tuple(betas),
+            betas=betas,
             eps=eps,
             weight_decay=weight_decay,
             tau=tau,
@@ -89,6 +107,15 @@ class AdamW2(SpectrallyClippedOptimizer):
             weight_iters=weight_iters,
         )
         super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """torch.optim.AdamW's argument rules; tensor betas are read as floats."""
+        check_lr(group["lr"])
+        group["betas"] = checked_betas(group["betas"])
+        if not group["eps"] >= 0:
+            raise ValueError(f"eps={group['eps']}: must be ≥ 0")
+        if not group["weight_decay"] >= 0:
+            raise ValueError(f"weight_decay={group['weight_decay']}: must be ≥ 0")
 
     def _step_bucket(
         self, gi: int, group: dict[str, Any], rule: WeylClip | None, indices: list[int]
@@ -107,6 +134,13 @@ class AdamW2(SpectrallyClippedOptimizer):
         exp_avgs = [local_tensor(self.state[p]["exp_avg"]) for p in params]
         exp_avg_sqs = [local_tensor(self.state[p]["exp_avg_sq"]) for p in params]
         steps = [self.state[p]["step"] for p in params]
+        if any(torch.is_complex(p) for p in params):
+            # As torch's AdamW: a complex tensor is its (re, im) pairs, each with its own
+            # moments (only with the clip off, which the base class enforces).
+            weights, grads, exp_avgs, exp_avg_sqs = (
+                [torch.view_as_real(t) if torch.is_complex(t) else t for t in ts]
+                for ts in (weights, grads, exp_avgs, exp_avg_sqs)
+            )
 
         torch._foreach_add_(steps, 1.0)
         # Steps live on the CPU (as in torch.optim.AdamW): reading them syncs no device.

@@ -9,8 +9,8 @@ from weyl.value_checks import one_of, require
 
 
 class OptimizerName(StrEnum):
-    """``adamw`` (torch), ``adamw2`` (Algorithm 1), ``sgd`` (torch, momentum), ``sgdw2``
-    (SGD-momentum with the spectral LR clip)."""
+    """``adamw`` (torch), ``adamw2`` (Algorithm 1), ``sgd`` (SGD-momentum with decoupled
+    weight decay: SGDW² with the clip off), ``sgdw2`` (the same with the spectral LR clip)."""
 
     adamw = "adamw"
     adamw2 = "adamw2"
@@ -31,6 +31,9 @@ class OptimConfig:
     # optimizer step on ΔW (its top direction moves; 3 = the paper's maximum) and on W_{t−1}.
     power_iters: int = 3
     weight_iters: int = 1
+    # σ₁(W) below this counts as this in the clip, so zero-initialised tensors can move; 0 is
+    # the literal Algorithm 1 (such tensors never train). A documented deviation.
+    sigma_floor: float = 1e-2
     momentum: float = 0.9
 
     def __post_init__(self) -> None:
@@ -55,6 +58,11 @@ class OptimConfig:
         require(self.power_iters >= 1, "optim.power_iters", f"must be >= 1, got {self.power_iters}")
         require(
             self.weight_iters >= 1, "optim.weight_iters", f"must be >= 1, got {self.weight_iters}"
+        )
+        require(
+            self.sigma_floor >= 0,
+            "optim.sigma_floor",
+            f"must be >= 0 (0: the literal Algorithm 1), got {self.sigma_floor}",
         )
         require(
             0.0 <= self.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {self.momentum}"

@@ -75,30 +75,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.name`` over ``model``'s decay/no-decay param groups.
 
-    ``cfg`` checked its values when it was created (:class:`OptimConfig`).
+    ``cfg`` checked its values when it was created (:class:`OptimConfig`). ``adamw`` and
+    ``sgd`` are the baselines and ignore ``tau``.
     """
     groups = param_groups(model, cfg.weight_decay)
     betas = (cfg.betas[0], cfg.betas[1])
     name = OptimizerName(cfg.name)
     if name is OptimizerName.adamw:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
-    if name is OptimizerName.adamw2:
-        return AdamW2(
-            groups,
-            lr=cfg.lr,
-            betas=betas,
-            eps=cfg.eps,
-            tau=cfg.tau,
-            power_iters=cfg.power_iters,
-            weight_iters=cfg.weight_iters,
-        )
-    if name is OptimizerName.sgd:
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
-    return SGDW2(
-        groups,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        tau=cfg.tau,
-        power_iters=cfg.power_iters,
-        weight_iters=cfg.weight_iters,
+    clip = dict(
+        power_iters=cfg.power_iters, weight_iters=cfg.weight_iters, sigma_floor=cfg.sigma_floor
     )
+    if name is OptimizerName.adamw2:
+        return AdamW2(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, tau=cfg.tau, **clip)
+    # The SGD baseline is SGDW² with the clip off (decoupled decay, as the clipped variant),
+    # so "SGD vs SGD + Weyl clip" differs in the clip only; torch's SGD would couple the decay.
+    tau = None if name is OptimizerName.sgd else cfg.tau
+    return SGDW2(groups, lr=cfg.lr, momentum=cfg.momentum, tau=tau, **clip)

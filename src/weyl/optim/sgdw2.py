@@ -8,7 +8,10 @@ The same rule as AdamW² (:mod:`weyl.optim.weyl_clip`) on another base optimizer
     W_t = W_{t−1} − α·ΔW − α·λ·W_{t−1}
 
 Weight decay is decoupled (SGDW, Loshchilov & Hutter), as in Algorithm 1; with
-``weight_decay=0`` and ``tau=None`` it is ``torch.optim.SGD`` with momentum.
+``weight_decay=0`` and ``tau=None`` it is ``torch.optim.SGD`` with momentum. With ``tau=None``
+and decay it is the ``optim=sgd`` baseline, so SGD and SGD + clip differ in the clip only
+(``torch.optim.SGD`` adds the decay to the gradient instead). A loaded ``torch.optim.SGD``
+state dict continues with its momentum buffers, its ``weight_decay`` then applied decoupled.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from weyl.optim.spectral_norm import local_tensor, shard_layout
 from weyl.optim.weyl_clip import (
@@ -26,6 +30,7 @@ from weyl.optim.weyl_clip import (
     DEFAULT_WEIGHT_ITERS,
     SpectrallyClippedOptimizer,
     WeylClip,
+    check_lr,
 )
 
 
@@ -35,7 +40,7 @@ class SGDW2(SpectrallyClippedOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-2,
+        lr: float | Tensor = 1e-2,
         momentum: float = 0.9,
         dampening: float = 0.0,
         nesterov: bool = False,
@@ -45,14 +50,6 @@ class SGDW2(SpectrallyClippedOptimizer):
         sigma_floor: float = DEFAULT_SIGMA_FLOOR,
         weight_iters: int = DEFAULT_WEIGHT_ITERS,
     ) -> None:
-        if not lr >= 0:
-            raise ValueError(f"lr={lr}: must be ≥ 0")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum={momentum}: must be in [0, 1)")
-        if nesterov and (momentum == 0 or dampening != 0):
-            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay={weight_decay}: must be ≥ 0")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -65,6 +62,16 @@ class SGDW2(SpectrallyClippedOptimizer):
             weight_iters=weight_iters,
         )
         super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """torch.optim.SGD's argument rules (momentum below 1: SGDW² has no divergent case)."""
+        check_lr(group["lr"])
+        if not 0 <= group["momentum"] < 1:
+            raise ValueError(f"momentum={group['momentum']}: must be in [0, 1)")
+        if group["nesterov"] and (group["momentum"] == 0 or group["dampening"] != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+        if not group["weight_decay"] >= 0:
+            raise ValueError(f"weight_decay={group['weight_decay']}: must be ≥ 0")
 
     def _step_bucket(
         self, gi: int, group: dict[str, Any], rule: WeylClip | None, indices: list[int]

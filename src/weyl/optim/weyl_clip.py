@@ -13,13 +13,15 @@ Why ``sigma_floor``: a literal Algorithm 1 sets ``α = 0`` forever for a tensor 
 itself. Below ``sigma_floor`` the rule measures the change against ``sigma_floor`` instead:
 a zero tensor first grows by ``τ·sigma_floor`` in σ₁ per step (reaching the floor in 1/τ
 steps), then at most by the factor (1+τ) per step, as every other tensor. Above the floor
-the rule is exactly Algorithm 1. Default 1e-2, far below the σ₁ of any initialised weight
-(≈0.3–3 for GPT-2/ViT matrices, ≈28 for a d=768 LayerNorm γ).
+the rule is exactly Algorithm 1. Default 1e-2 (config key ``optim.sigma_floor``), far below
+the σ₁ of any initialised weight (≈0.3–3 for GPT-2/ViT matrices, ≈28 for a d=768 LayerNorm γ);
+``sigma_floor=0`` is the literal Algorithm 1. The record's ``floored`` row says which tensors
+the last step measured against the floor (the trainer logs their count as ``optim/floored``).
 
 σ̂₁ follows :mod:`weyl.optim.spectral_norm` (matrix-view rule, warm-started Golub–Kahan–Lanczos:
-``power_iters`` steps on ΔW, ``weight_iters`` on W, 3 and 1 by default; vectors by L2 norm). The optimizers built on :class:`SpectrallyClippedOptimizer` keep one
-right-singular vector per matrix for the weight and one for the update in their state
-(``sigma_vec_weight`` / ``sigma_vec_update``), and record per tensor and step the scheduled
+``power_iters`` steps on ΔW, ``weight_iters`` on W, 3 and 1 by default; vectors by L2 norm).
+The optimizers built on :class:`SpectrallyClippedOptimizer` keep one right-singular vector
+per matrix for the weight and one for the update in their state (``sigma_vec_weight`` / ``sigma_vec_update``), and record per tensor and step the scheduled
 LR, the effective LR, whether the clip fired and both σ̂₁, readable with one host transfer
 through :meth:`SpectrallyClippedOptimizer.lr_report`.
 """
@@ -30,7 +32,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -53,7 +55,18 @@ DEFAULT_WEIGHT_ITERS = 1
 WARMUP_POWER_ITERS = 20
 
 _VEC_KEYS = ("sigma_vec_weight", "sigma_vec_update")
-_REPORT_ROWS = ("lr", "lr_eff", "clipped", "sigma_weight", "sigma_update")
+_REPORT_ROWS = ("lr", "lr_eff", "clipped", "floored", "sigma_weight", "sigma_update")
+# Flags of torch's optimizers that change the maths and are not implemented here: a loaded
+# torch state dict must carry them at these values (see SpectrallyClippedOptimizer.load_state_dict).
+_FOREIGN_FLAGS = {"amsgrad": False, "maximize": False, "differentiable": False}
+
+
+def check_lr(lr: float | Tensor) -> None:
+    """torch's learning-rate rules: a Tensor lr holds one element; the value is ≥ 0."""
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not lr >= 0:
+        raise ValueError(f"lr={lr}: must be ≥ 0")
 
 
 def clip_off(tau: float | None) -> bool:
@@ -106,11 +119,20 @@ class WeylClip:
         states: Sequence[dict[str, Any]],
         seeds: Sequence[str],
     ) -> tuple[Tensor, Tensor]:
-        """σ̂₁ of local weights and updates, creating/refining the vectors kept in ``states``."""
+        """σ̂₁ of local weights and updates, creating/refining the vectors kept in ``states``.
+
+        A tensor with a zero-size dimension has σ₁ = 0 and is not handed to the estimator (no
+        matrix view to iterate); float64 vectors are measured in fp32, as matrices are.
+        """
+        n = len(weights)
         fresh = False
+        live: list[int] = []
         wvecs: list[Tensor | None] = []
         uvecs: list[Tensor | None] = []
-        for w, lay, st, seed in zip(weights, layouts, states, seeds):
+        for i, (w, lay, st, seed) in enumerate(zip(weights, layouts, states, seeds)):
+            if math.prod(lay.shape) == 0:
+                continue
+            live.append(i)
             ms = matrix_shape(lay.shape)
             if ms is None:
                 wvecs.append(None)
@@ -122,16 +144,31 @@ class WeylClip:
                 st["sigma_vec_update"] = initial_vector(ms[1], vector_seed(seed + "/u"), w.device)
             wvecs.append(st["sigma_vec_weight"])
             uvecs.append(st["sigma_vec_update"])
-        n = len(weights)
+        if len(live) < n:
+            sig_w = torch.zeros(n, dtype=torch.float32, device=weights[0].device)
+            sig_u = torch.zeros_like(sig_w)
+            if not live:
+                return sig_w, sig_u
+
+        def measurable(t: Tensor, vec: Tensor | None) -> Tensor:
+            # The estimator's vector norms accumulate in fp32 and refuse a narrowing input.
+            return t.float() if vec is None and t.dtype == torch.float64 else t
+
+        ws = [measurable(weights[i], v) for i, v in zip(live, wvecs)]
+        us = [measurable(updates[i], v) for i, v in zip(live, uvecs)]
+        lays = [layouts[i] for i in live]
+        m = len(live)
         if fresh:
-            iters = [max(self.weight_iters, self.power_iters, WARMUP_POWER_ITERS)] * (2 * n)
+            iters = [max(self.weight_iters, self.power_iters, WARMUP_POWER_ITERS)] * (2 * m)
         else:
-            iters = [self.weight_iters] * n + [self.power_iters] * n
+            iters = [self.weight_iters] * m + [self.power_iters] * m
         # One call for both: the per-call work (bucketing, foreach norms, collectives) is paid once.
-        sig = spectral_norm_estimates(
-            [*weights, *updates], [*layouts, *layouts], [*wvecs, *uvecs], iters
-        )
-        return sig[:n], sig[n:]
+        sig = spectral_norm_estimates([*ws, *us], [*lays, *lays], [*wvecs, *uvecs], iters)
+        if len(live) == n:
+            return sig[:n], sig[n:]
+        sig_w[live] = sig[: len(live)]
+        sig_u[live] = sig[len(live) :]
+        return sig_w, sig_u
 
 
 def clip_rule(
@@ -151,15 +188,16 @@ def clip_rule(
 _GroupClip = tuple[tuple[Any, ...], WeylClip | None]
 
 
+def _complex_message(gi: int) -> str:
+    return (
+        f"param group {gi}: complex parameters need tau=None: the clip's σ₁ is estimated for "
+        "real tensors only; put them in a group with tau=None"
+    )
+
+
 def _clip_settings(group: dict[str, Any]) -> tuple[Any, ...]:
     """The param-group values a rule is built from, in :func:`clip_rule`'s order."""
-    # Groups saved before weight_iters existed resume with its default.
-    return (
-        group["tau"],
-        group["sigma_floor"],
-        group["power_iters"],
-        group.get("weight_iters", DEFAULT_WEIGHT_ITERS),
-    )
+    return group["tau"], group["sigma_floor"], group["power_iters"], group["weight_iters"]
 
 
 def _group_clip(gi: int, group: dict[str, Any]) -> _GroupClip:
@@ -184,24 +222,74 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
     dict is loaded. A schedule may still change ``group["tau"]`` (or ``sigma_floor``,
     ``power_iters``) between steps: the next step sees the new value (a tuple comparison per
     group and step) and rebuilds that group's rule.
+
+    The torch contract kept here: a group that fails validation is not added; deepcopy and
+    pickle carry the instance settings torch's ``__getstate__`` drops (``_INSTANCE_SETTINGS``);
+    a loaded state dict may come from ``torch.optim.AdamW``/``SGD`` (missing keys take this
+    optimizer's defaults; a float ``step`` becomes a tensor, as torch converts it) but must
+    not ask for maths not implemented here (``amsgrad``, ``maximize``, Adam's coupled decay).
+    Complex parameters train only with the clip off (σ₁ of a complex matrix is not estimated).
     """
+
+    # Attributes set by a subclass's constructor outside the param groups, with the value an
+    # object unpickled from an older version takes.
+    _INSTANCE_SETTINGS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._group_clips: list[_GroupClip] = []  # torch's __init__ calls add_param_group
+        self._check_group(defaults)  # constructor arguments, reported without a group number
         super().__init__(params, defaults)
         self._records: dict[tuple[int, str], tuple[list[str], Tensor]] = {}
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate a group's base-optimizer values, normalising them in place (subclasses)."""
+
+    def _validated_clip(self, gi: int, group: dict[str, Any]) -> _GroupClip:
+        """The group's values checked and its rule built; ValueError names the group."""
+        try:
+            self._check_group(group)
+        except ValueError as err:
+            raise ValueError(f"param group {gi}: {err}") from None
+        clip = _group_clip(gi, group)
+        if clip[1] is not None and any(torch.is_complex(p) for p in group["params"]):
+            raise ValueError(_complex_message(gi))
+        return clip
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """torch's add_param_group, then the group's clip rule, validated."""
+        """torch's add_param_group, then the group validated; a rejected group is taken out."""
         super().add_param_group(param_group)
         gi = len(self.param_groups) - 1
-        self._group_clips.append(_group_clip(gi, self.param_groups[gi]))
+        try:
+            clip = self._validated_clip(gi, self.param_groups[gi])
+        except ValueError:
+            self.param_groups.pop()
+            raise
+        self._group_clips.append(clip)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's pickled fields, plus the instance settings and the last step's record."""
+        state = super().__getstate__()
+        for key in self._INSTANCE_SETTINGS:
+            state[key] = getattr(self, key)
+        state["_records"] = self.__dict__.get("_records", {})
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """torch's ``__setstate__`` (unpickling, and the end of ``load_state_dict``), then every
-        group's rule rebuilt from the groups it installed."""
+        """torch's ``__setstate__`` (unpickling, and the end of ``load_state_dict``), then the
+        groups completed with this optimizer's defaults and every group's rule rebuilt."""
         super().__setstate__(state)
+        for key, value in self._INSTANCE_SETTINGS.items():
+            self.__dict__.setdefault(key, value)
         self.__dict__.setdefault("_records", {})
+        for group in self.param_groups:
+            # A torch.optim.AdamW/SGD state dict has no tau, sigma_floor, power_iters.
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and "step" in st and not torch.is_tensor(st["step"]):
+                    # Older torch and other tools save a float step; torch's Adam converts it.
+                    st["step"] = torch.tensor(float(st["step"]))
         self._group_clips = [_group_clip(gi, g) for gi, g in enumerate(self.param_groups)]
 
     def _rule(self, gi: int, group: dict[str, Any]) -> WeylClip | None:
@@ -221,15 +309,19 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         for gi, group in enumerate(self.param_groups):
             by_device: dict[torch.device, list[int]] = defaultdict(list)
+            has_complex = False
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise ValueError(f"{type(self).__name__} does not support sparse gradients")
+                has_complex |= torch.is_complex(p)
                 by_device[local_tensor(p).device].append(pi)
             if not by_device:
                 continue
             rule = self._rule(gi, group)
+            if has_complex and rule is not None:  # τ switched on by a schedule since the check
+                raise ValueError(_complex_message(gi))
             for indices in by_device.values():
                 self._step_bucket(gi, group, rule, indices)
         return loss
@@ -254,6 +346,7 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         rec[0] = lr
         rec[1] = lr
         rec[2] = 0.0
+        rec[3] = 0.0
         names = [self._name(group, gi, pi) for pi in indices]
         self._records[(gi, str(device))] = (names, rec)
 
@@ -278,22 +371,30 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         lr = group["lr"]
         names = [self._name(group, gi, pi) for pi in indices]
         device = weights[0].device
-        states = [self.state[p] for p in params]
+        # Only matrices keep state here (their vectors): a parameter with nothing to keep gets
+        # no entry, as torch leaves none for SGD without momentum.
+        states = [
+            self.state[p] if matrix_shape(lay.shape) is not None and math.prod(lay.shape) else {}
+            for p, lay in zip(params, layouts)
+        ]
         seeds = [f"{gi}.{pi}.{tuple(lay.shape)}" for pi, lay in zip(indices, layouts)]
         sig_w, sig_u = rule.estimate(weights, directions, layouts, states, seeds)
         if direction_scale is not None:
             sig_u = sig_u * direction_scale
         lr_eff, fired = rule.effective_lr(lr, sig_w, sig_u)
+        floored = sig_w < rule.sigma_floor  # the rule measured against the floor, not σ̂₁(W)
         # float64 so that the scheduled LR reads back exactly as the scheduler set it.
         lr_row = torch.full_like(lr_eff, float(lr), dtype=torch.float64)
-        rows = [lr_row, lr_eff.double(), fired.double(), sig_w.double(), sig_u.double()]
+        rows = [lr_row, lr_eff.double(), fired.double(), floored.double()]
+        rows += [sig_w.double(), sig_u.double()]
         self._records[(gi, str(device))] = (names, torch.stack(rows))
         return lr_eff
 
     def lr_report(self) -> dict[str, dict[str, float]]:
-        """Last step's ``{name: {lr, lr_eff, clipped, sigma_weight, sigma_update}}``, one transfer.
+        """Last step's ``{name: {lr, lr_eff, clipped, floored, sigma_weight, sigma_update}}``.
 
-        ``clipped`` is 1.0 where the clip fired; σ̂ are NaN in groups with the clip off.
+        One host transfer. ``clipped`` is 1.0 where the clip fired, ``floored`` 1.0 where
+        σ̂₁(W) < sigma_floor (the rule used the floor); σ̂ are NaN in groups with the clip off.
         """
         if not self._records:
             return {}
@@ -313,12 +414,35 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         rep = self.lr_report()
         return sum(r["clipped"] for r in rep.values()) / len(rep) if rep else 0.0
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's load_state_dict, keeping the power-iteration vectors in fp32.
+    def floored_count(self) -> int:
+        """How many tensors the last step measured against ``sigma_floor`` (0 before any step)."""
+        return int(sum(r["floored"] for r in self.lr_report().values()))
 
-        torch casts every floating state tensor to its parameter's dtype; a bf16 copy of a
-        singular vector would make a resumed run diverge from the uninterrupted one.
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load_state_dict, checked first and keeping the power-iteration vectors fp32.
+
+        Every saved group, completed with this optimizer's defaults, must pass the checks of
+        :meth:`add_param_group` and ask for no maths this optimizer lacks; otherwise nothing is
+        loaded. torch casts every floating state tensor to its parameter's dtype; a bf16 copy
+        of a singular vector would make a resumed run diverge from the uninterrupted one.
         """
+        saved_groups = state_dict["param_groups"]
+        for gi, (saved, own) in enumerate(zip(saved_groups, self.param_groups)):
+            group = {**self.defaults, **saved, "params": own["params"]}
+            for flag, value in _FOREIGN_FLAGS.items():
+                if group.get(flag, value) != value:
+                    raise ValueError(
+                        f"param group {gi}: the state dict asks for {flag}={group[flag]}, "
+                        f"which {type(self).__name__} does not implement; load it into "
+                        f"torch's optimizer or save it with {flag}={value}"
+                    )
+            if not group.get("decoupled_weight_decay", True) and group["weight_decay"] != 0:
+                raise ValueError(
+                    f"param group {gi}: the state dict is torch.optim.Adam's with L2 weight decay "
+                    f"(decoupled_weight_decay=False); {type(self).__name__} decays decoupled: "
+                    "load an AdamW state dict or set its weight_decay to 0"
+                )
+            self._validated_clip(gi, group)
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         vectors = {}

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from weyl.diagnostics.tensor_kinds import FIG15_KINDS, tensor_kind
 from weyl.report.run_data import RunData
 
 # Fig. 1's terms in the paper's order; the suffixes are weyl.diagnostics' ``terms/Lxx/<suffix>``.
@@ -151,7 +152,11 @@ def plot_layer_spectra(run: RunData, path: Path) -> Path:
 
 
 def plot_layer_lr(run: RunData, path: Path) -> Path:
-    """Fig. 15: the actual (clipped) learning rate per layer against the scheduled one."""
+    """Mean actual learning rate and clip rate of every block against the scheduled LR.
+
+    A per-block summary (``lr/Lxx/effective_mean``, ``lr/Lxx/clip_rate``, logged with the
+    diagnostics), for the depth trend; Fig. 15 itself is :func:`plot_tensor_lr`.
+    """
     fig, (ax_lr, ax_clip) = plt.subplots(1, 2, figsize=(11, 3.8))
     steps, lr = run.series("lr")
     ax_lr.plot(steps, lr, "k--", label="scheduled")
@@ -164,12 +169,50 @@ def plot_layer_lr(run: RunData, path: Path) -> Path:
         steps, values = run.series(f"lr/{layer}/clip_rate")
         ax_clip.plot(steps, values, label=layer)
     ax_lr.set_ylabel("learning rate (mean over the block's tensors)")
-    ax_clip.set_ylabel("fraction of tensors clipped")
+    ax_clip.set_ylabel("fraction of the block's tensors clipped")
     for ax in (ax_lr, ax_clip):
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{run.name}: actual learning rate per block (Fig. 15)")
+    fig.suptitle(f"{run.name}: mean actual learning rate and clip rate per block")
+    return _save(fig, path)
+
+
+def plot_tensor_lr(run: RunData, path: Path, layers: Sequence[str] | None = None) -> Path | None:
+    """Fig. 15: the actual learning rate of each tensor kind, one line per logged block.
+
+    One panel per kind the run logged (γ₁, W_qkv, W_o, γ₂, W₁, W₂; kinds from the tensor's
+    name in its block, :mod:`weyl.diagnostics.tensor_kinds`), the scheduled LR dashed, log y.
+    Biases and β are logged but not drawn, as in the paper. ``layers`` limits the blocks.
+    None (nothing written) when the run logged no per-tensor LR (no clip, or lr_every=0).
+    """
+    by_kind: dict[str, list[tuple[str, str]]] = {}
+    for layer, name in run.tensor_lr_keys():
+        if not layers or layer in layers:
+            by_kind.setdefault(tensor_kind(name), []).append((layer, name))
+    panels = [(kind, label) for kind, label in FIG15_KINDS if kind in by_kind]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    sched_steps, sched = run.series("lr")
+    for ax, (kind, label) in zip(axes.flat, panels):
+        ax.plot(sched_steps, sched, "k--", linewidth=1, label="scheduled")
+        tensors = by_kind[kind]
+        several = len({layer for layer, _ in tensors}) < len(tensors)
+        for layer, name in tensors:
+            steps, values = run.series(f"lr/{layer}/{name}")
+            ax.plot(steps, values, label=f"{layer} {name}" if several else layer)
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        _mark_crash(ax, run)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        fig.delaxes(ax)
+    fig.suptitle(f"{run.name}: actual learning rate per tensor (Fig. 15)")
     return _save(fig, path)
 
 

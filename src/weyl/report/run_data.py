@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 _LAYER_KEY = re.compile(r"^attn/(L\d+)/")
+# Fig. 15's per-tensor keys, lr/Lxx/<tensor>; a tensor's name has a dot, the per-layer means not.
+_TENSOR_LR_KEY = re.compile(r"^lr/(L\d+)/([^/]*\.[^/]*)$")
 
 
 @dataclass
@@ -49,6 +51,12 @@ class RunData:
     def layers(self) -> list[str]:
         """Attention layer names (``L00``, ``L01``, ...) that appear in the diagnostics."""
         return sorted({m.group(1) for k in self.metric_keys() if (m := _LAYER_KEY.match(k))})
+
+    def tensor_lr_keys(self) -> list[tuple[str, str]]:
+        """(layer, tensor name in its block) of every ``lr/Lxx/<tensor>`` key, sorted."""
+        return sorted(
+            (m.group(1), m.group(2)) for k in self.metric_keys() if (m := _TENSOR_LR_KEY.match(k))
+        )
 
     def layer_extreme(self, suffix: str, reduce: str) -> tuple[list[int], list[float]]:
         """Per step, the max (or min) over layers of ``attn/<layer>/<suffix>``."""

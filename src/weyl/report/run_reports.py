@@ -45,6 +45,9 @@ def report_run(
         "spectra": figures.plot_layer_spectra(run, out / "layer_spectra.png"),
         "lr": figures.plot_layer_lr(run, out / "layer_lr.png"),
     }
+    per_tensor = figures.plot_tensor_lr(run, out / "lr_per_tensor.png", layers)
+    if per_tensor is not None:
+        written["fig15"] = per_tensor
     if chosen:
         written["sec"] = figures.plot_sec(run, chosen, steps or [], out / "sec.png")
         for layer in chosen:

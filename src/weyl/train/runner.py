@@ -167,6 +167,21 @@ def _diagnostics_fn(
     return compute
 
 
+def _lr_view(
+    cfg: TrainConfig, ctx: DistContext, factories: Factories, raw: nn.Module, optimizer: Any
+) -> Callable[[dict[str, dict[str, float]]], dict[str, float]] | None:
+    """Fig. 15's per-tensor LR view on rank 0, when diagnostics and ``lr_every`` are on and the
+    optimizer records clipped LRs (the names of ``raw`` are those of an FSDP2-sharded model)."""
+    diag = cfg.diagnostics
+    on = diag.enabled and diag.lr_every > 0 and factories.build_diagnostics is not None
+    if not (on and ctx.is_main and callable(getattr(optimizer, "lr_report", None))):
+        return None
+    from weyl.diagnostics.optimizer_view import TensorLRView
+    from weyl.models.attention_view import attention_views
+
+    return TensorLRView(raw, attention_views(raw), diag.lr_layers)
+
+
 def check_data_fits_model(cfg: TrainConfig, data: Any) -> None:
     """The model's vocabulary / class count must cover the data's (one-line error otherwise)."""
     vocab = getattr(cfg.model, "vocab_size", None)
@@ -270,6 +285,7 @@ def run_training(
             max_rollbacks=cfg.trainer.max_rollbacks if max_rollbacks is None else max_rollbacks,
             requeue=cfg.trainer.requeue if requeue is None else requeue,
             eval_model=None if fsdp else unwrap_model(raw),
+            lr_view=_lr_view(cfg, ctx, factories, raw, optimizer),
         )
         trainer = Trainer(parts)
         # The training stream differs per rank (dropout, augmentation); weights do not.

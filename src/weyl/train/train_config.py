@@ -20,6 +20,14 @@ class ScheduleName(StrEnum):
     constant = "constant"
 
 
+class WarmupShape(StrEnum):
+    """How the warmup ramp and the decay share the run; formulas in :mod:`weyl.train.schedule`."""
+
+    restart = "restart"  # ramp peak·(s+1)/W, then the decay starts at step W (weyl's own)
+    overlap = "overlap"  # timm CosineLRScheduler without warmup_prefix (Swin, FLatten, timm)
+    nanogpt = "nanogpt"  # nanoGPT's get_lr: ramp peak·(s+1)/(W+1), decay from step W
+
+
 class Precision(StrEnum):
     """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``."""
 
@@ -64,9 +72,16 @@ class ScheduleConfig:
     # Alternative to warmup_steps for epoch-based recipes (converted with steps per epoch).
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
+    # The step at which the decay reaches min_lr (nanoGPT's lr_decay_iters); null = the run's
+    # length. Shorter: min_lr from there on; longer: the run stops part-way down the decay.
+    decay_steps: int | None = None
+    # The LR the warmup ramps up from (timm's warmup_lr_init, Swin's WARMUP_LR); 0 = from zero.
+    warmup_lr_init: float = 0.0
+    warmup_shape: WarmupShape = WarmupShape.restart
 
     def __post_init__(self) -> None:
         self.name = one_of(ScheduleName, self.name, "schedule.name")
+        self.warmup_shape = one_of(WarmupShape, self.warmup_shape, "schedule.warmup_shape")
         require(
             self.warmup_steps >= 0,
             "schedule.warmup_steps",
@@ -83,6 +98,16 @@ class ScheduleConfig:
             "set either schedule.warmup_steps or schedule.warmup_epochs, not both",
         )
         require(self.min_lr >= 0, "schedule.min_lr", f"must be >= 0, got {self.min_lr}")
+        require(
+            self.decay_steps is None or self.decay_steps >= 1,
+            "schedule.decay_steps",
+            f"must be >= 1 or null (the run's length), got {self.decay_steps}",
+        )
+        require(
+            self.warmup_lr_init >= 0,
+            "schedule.warmup_lr_init",
+            f"must be >= 0, got {self.warmup_lr_init}",
+        )
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from weyl.config import TrainConfig
-from weyl.diagnostics.optimizer_view import lr_summary
+from weyl.diagnostics.optimizer_view import clip_active, lr_summary
 from weyl.train import fault_injection
 from weyl.train.checkpoint import (
     CheckpointError,
@@ -50,6 +50,7 @@ from weyl.train.throughput import peak_flops, peak_memory_gib
 log = logging.getLogger(__name__)
 
 DiagnosticsFn = Callable[[], dict[str, float]]
+LRViewFn = Callable[[dict[str, dict[str, float]]], dict[str, float]]
 
 
 @dataclass
@@ -75,6 +76,9 @@ class TrainerParts:
     requeue: bool = False
     # Hands the model the trainer forwards through in eval (the raw module under DDP).
     eval_model: nn.Module | None = None
+    # Rank 0: optimizer.lr_report() → Fig. 15's per-tensor keys, every diagnostics.lr_every
+    # steps (weyl.diagnostics.optimizer_view.TensorLRView); None elsewhere or when off.
+    lr_view: LRViewFn | None = None
 
 
 @contextlib.contextmanager
@@ -311,11 +315,26 @@ class Trainer:
         with preserved_rng():
             save_probe_attention(self.p.eval_model, inputs, path)
 
-    def _optimizer_report(self) -> dict[str, float]:
-        report = getattr(self.p.optimizer, "lr_report", None)
-        if not callable(report):
+    def _lr_view_due(self) -> bool:
+        every = self.p.cfg.diagnostics.lr_every
+        return (
+            self.p.lr_view is not None
+            and every > 0
+            and self._due(every)
+            and clip_active(self.p.optimizer)
+        )
+
+    def _optimizer_report(self, summary: bool, per_tensor: bool) -> dict[str, float]:
+        """The optimizer's LR record of this step: the ``optim/*`` summary (log steps) and
+        Fig. 15's per-tensor keys (``lr_every`` steps) from one ``lr_report()`` (one transfer)."""
+        report_fn = getattr(self.p.optimizer, "lr_report", None)
+        if not callable(report_fn) or not (summary or per_tensor):
             return {}
-        return summarize_lr_report(report())
+        report = report_fn()
+        out = summarize_lr_report(report) if summary else {}
+        if per_tensor and self.p.lr_view is not None:
+            out.update(self.p.lr_view(report))
+        return out
 
     def _reduce_step_scalars(
         self, loss: Tensor, grad_norm: Tensor
@@ -404,7 +423,8 @@ class Trainer:
             fault_injection.hooks.after_update()
 
             record: dict[str, Any] = {}
-            if self._due(cfg.log_every):
+            log_step = self._due(cfg.log_every)
+            if log_step:
                 rate = window_units / window_time if window_time > 0 else 0.0
                 record.update(
                     {
@@ -415,13 +435,13 @@ class Trainer:
                         "elapsed": self.elapsed(),
                     }
                 )
-                record.update(self._optimizer_report())
                 if peak is not None and p.flops_per_unit is not None:
                     record["mfu"] = p.flops_per_unit * rate / (peak * self.ctx.world_size)
                 mem = peak_memory_gib(self.device)
                 if mem is not None:
                     record["peak_mem_gib"] = mem
                 window_units, window_time = 0, 0.0
+            record.update(self._optimizer_report(log_step, self._lr_view_due()))
             if self._due(cfg.eval_every):
                 self.last_eval = self.evaluate()
                 self._update_best(self.last_eval)
@@ -549,7 +569,8 @@ class Trainer:
 
 
 def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
-    """Per-tensor ``{name: {lr, lr_eff, clipped, ...}}`` → mean/min effective LR and clip rate."""
+    """Per-tensor ``{name: {lr, lr_eff, clipped, ...}}`` → mean/min effective LR, clip rate, and
+    how many tensors the clip measured against ``optim.sigma_floor`` (``optim/floored``)."""
     if not report:
         return {}
     summary = lr_summary(report.values())
@@ -557,4 +578,5 @@ def summarize_lr_report(report: dict[str, Any]) -> dict[str, float]:
         "optim/lr_eff_mean": summary["effective_mean"],
         "optim/lr_eff_min": summary["effective_min"],
         "optim/clip_rate": summary["clip_rate"],
+        "optim/floored": float(sum(r.get("floored", 0.0) for r in report.values())),
     }
