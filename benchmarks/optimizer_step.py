@@ -1,21 +1,25 @@
 """AdamW² step vs torch.optim.AdamW step on GPT-2-small parameter shapes.
 
 Usage: python benchmarks/optimizer_step.py [--width 384] [--layers 12] [--reps 15]
-           [--device cpu|cuda] [--power-iters 1] [--tau 0.01] [--threads N]
-       python benchmarks/optimizer_step.py --accuracy [--steps 200]
+           [--device cpu|cuda] [--power-iters 3] [--weight-iters 1] [--tau 0.01] [--threads N]
+       python benchmarks/optimizer_step.py --accuracy [--trajectory gpt|vit] [--steps 200]
 
 Shapes are nanoGPT's GPT-2 (bias=False): wte (50304, d), wpe (1024, d), per layer ln_1/ln_2
 (d,), c_attn (3d, d), attn c_proj (d, d), c_fc (4d, d), mlp c_proj (d, 4d), ln_f (d,).
 Width 768 is GPT-2-small (124M parameters); the default width 384 (~40M) keeps the run
 short on a shared 2-core CPU. The baseline is torch's foreach AdamW on CPU and its fused
 kernel on CUDA. Steps are interleaved (A, B, A, B, ...) on fixed random gradients and the
-median per optimizer is reported, with the extra optimizer-state bytes of AdamW².
+median per optimizer is reported (and the median of the per-step ratios, steadier on a
+loaded machine), with the extra optimizer-state bytes of AdamW².
 
-``--accuracy`` instead trains a char-level GPT (4 layers, d 128, context 64, batch 32, a new
-random KJV batch each step) with torch AdamW at lr 1e-2, β=(0.9, 0.95), wd 0.1, no warmup,
-and at every step compares :func:`weyl.optim.spectral_norm_estimates` (warm-started, 1/2/3
-iterations, one set of vectors per setting) on W_{t−1} and on that step's ΔW against the
-exact σ₁ (``torch.linalg.matrix_norm(ord=2)``, float64), over every matrix.
+``--accuracy`` instead trains a model with torch AdamW, no warmup, a new random batch each
+step — ``gpt``: a char-level GPT (4 layers, d 128, context 64, batch 32 of KJV text, lr 1e-2,
+β (0.9, 0.95), wd 0.1); ``vit``: a ViT at DeiT-Tiny width (d 192, 3 heads, 4 blocks) on sklearn
+digits at 32 px (batch 64, lr 3e-3, β (0.9, 0.999), wd 0.05) — and at every step compares
+warm-started estimates (plain power iteration 1/2/3 written out here, and
+:func:`weyl.optim.spectral_norm_estimates` with 1–4 Lanczos steps; one set of vectors per
+setting) on W_{t−1} and on that step's ΔW against the exact σ₁ (``torch.linalg.matrix_norm(ord=2)``,
+float64), over every matrix view; it ends by checking the default against the targets.
 """
 
 from __future__ import annotations
