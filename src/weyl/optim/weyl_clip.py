@@ -21,9 +21,10 @@ the last step measured against the floor (the trainer logs their count as ``opti
 σ̂₁ follows :mod:`weyl.optim.spectral_norm` (matrix-view rule, warm-started Golub–Kahan–Lanczos:
 ``power_iters`` steps on ΔW, ``weight_iters`` on W, 3 and 1 by default; vectors by L2 norm).
 The optimizers built on :class:`SpectrallyClippedOptimizer` keep one right-singular vector
-per matrix for the weight and one for the update in their state (``sigma_vec_weight`` / ``sigma_vec_update``), and record per tensor and step the scheduled
-LR, the effective LR, whether the clip fired and both σ̂₁, readable with one host transfer
-through :meth:`SpectrallyClippedOptimizer.lr_report`.
+per matrix for the weight and one for the update in their state (``sigma_vec_weight`` /
+``sigma_vec_update``), and record per tensor and step the scheduled LR, the effective LR,
+whether the clip fired and both σ̂₁, readable with one host transfer through
+:meth:`SpectrallyClippedOptimizer.lr_report`.
 """
 
 from __future__ import annotations
