@@ -1,4 +1,5 @@
-"""Optimizers: AdamW² (Algorithm 1), the reusable Weyl clip, σ₁ estimation, param groups.
+"""Optimizers: AdamW² (Algorithm 1), the reusable Weyl clip, σ₁ estimation, param groups,
+and the other stabilizers (GI-Adam, StableAdamW, Muon + AdamW; RAdam is torch's).
 
 Names load on first use (:mod:`weyl.lazy_exports`): ``weyl.optim.optim_config`` stays light.
 """
@@ -7,7 +8,10 @@ from weyl.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "AdamW2": "weyl.optim.adamw2",
+    "GIAdam": "weyl.optim.gi_adam",
+    "MuonWithAdamW": "weyl.optim.muon_adamw",
     "OptimConfig": "weyl.optim.optim_config",
+    "MuonLRAdjust": "weyl.optim.optim_config",
     "OptimizerName": "weyl.optim.optim_config",
     "build_optimizer": "weyl.optim.param_groups",
     "no_weight_decay_names": "weyl.optim.param_groups",

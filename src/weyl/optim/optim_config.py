@@ -10,12 +10,28 @@ from weyl.value_checks import one_of, require
 
 class OptimizerName(StrEnum):
     """``adamw`` (torch), ``adamw2`` (Algorithm 1), ``sgd`` (SGD-momentum with decoupled
-    weight decay: SGDW² with the clip off), ``sgdw2`` (the same with the spectral LR clip)."""
+    weight decay: SGDW² with the clip off), ``sgdw2`` (the same with the spectral LR clip),
+    and the other warmup-free stabilizers: ``radam`` (torch, decoupled decay), ``gi_adam``
+    (AdamW with v₀ = g₀²), ``stable_adamw`` (AdamW with AdaFactor's update clipping) and
+    ``muon`` (torch's Muon on hidden matrices, AdamW on the rest)."""
 
     adamw = "adamw"
     adamw2 = "adamw2"
     sgd = "sgd"
     sgdw2 = "sgdw2"
+    radam = "radam"
+    gi_adam = "gi_adam"
+    stable_adamw = "stable_adamw"
+    muon = "muon"
+
+
+class MuonLRAdjust(StrEnum):
+    """torch.optim.Muon's ``adjust_lr_fn``: ``match_rms_adamw`` scales the update to AdamW's
+    RMS (0.2·√max(m, n)) so AdamW's LR and decay carry over; ``original`` is Keller Jordan's
+    √max(1, m/n)."""
+
+    match_rms_adamw = "match_rms_adamw"
+    original = "original"
 
 
 @dataclass
@@ -35,6 +51,9 @@ class OptimConfig:
     # the literal Algorithm 1 (such tensors never train). A documented deviation.
     sigma_floor: float = 1e-2
     momentum: float = 0.9
+    # Muon (optim.name=muon): momentum of its hidden-matrix group and its LR convention.
+    muon_momentum: float = 0.95
+    muon_adjust_lr: MuonLRAdjust = MuonLRAdjust.match_rms_adamw
 
     def __post_init__(self) -> None:
         self.name = one_of(OptimizerName, self.name, "optim.name")
@@ -67,3 +86,9 @@ class OptimConfig:
         require(
             0.0 <= self.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {self.momentum}"
         )
+        require(
+            0.0 <= self.muon_momentum < 1.0,
+            "optim.muon_momentum",
+            f"must be in [0, 1), got {self.muon_momentum}",
+        )
+        self.muon_adjust_lr = one_of(MuonLRAdjust, self.muon_adjust_lr, "optim.muon_adjust_lr")

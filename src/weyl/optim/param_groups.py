@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from weyl.optim.adamw2 import AdamW2
+from weyl.optim.gi_adam import GIAdam
+from weyl.optim.muon_adamw import MuonWithAdamW, muon_param_ids, split_muon_groups
 from weyl.optim.optim_config import OptimConfig, OptimizerName
 from weyl.optim.sgdw2 import SGDW2
 
@@ -75,14 +77,33 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.name`` over ``model``'s decay/no-decay param groups.
 
-    ``cfg`` checked its values when it was created (:class:`OptimConfig`). ``adamw`` and
-    ``sgd`` are the baselines and ignore ``tau``.
+    ``cfg`` checked its values when it was created (:class:`OptimConfig`). Only ``adamw2``
+    and ``sgdw2`` read ``tau`` and the σ̂₁ keys; only ``muon`` reads ``muon_*``.
     """
     groups = param_groups(model, cfg.weight_decay)
     betas = (cfg.betas[0], cfg.betas[1])
     name = OptimizerName(cfg.name)
+    adam_args = dict(lr=cfg.lr, betas=betas, eps=cfg.eps)
     if name is OptimizerName.adamw:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
+        return torch.optim.AdamW(groups, foreach=True, **adam_args)
+    if name is OptimizerName.radam:
+        # Decoupled decay (RAdamW), so its weight decay means what AdamW's does.
+        return torch.optim.RAdam(groups, decoupled_weight_decay=True, foreach=True, **adam_args)
+    if name is OptimizerName.gi_adam:
+        return GIAdam(groups, foreach=True, **adam_args)
+    if name is OptimizerName.stable_adamw:
+        from weyl.optim.stable_adamw import stable_adamw
+
+        return stable_adamw(groups, **adam_args)
+    if name is OptimizerName.muon:
+        muon_groups, adamw_groups = split_muon_groups(groups, muon_param_ids(model))
+        return MuonWithAdamW(
+            muon_groups,
+            adamw_groups,
+            muon_momentum=cfg.muon_momentum,
+            adjust_lr_fn=str(cfg.muon_adjust_lr),
+            **adam_args,
+        )
     clip = dict(
         power_iters=cfg.power_iters, weight_iters=cfg.weight_iters, sigma_floor=cfg.sigma_floor
     )
