@@ -166,9 +166,7 @@ def test_muon_on_vit_leaves_patch_embed_and_head_to_adamw():
     from weyl.models.vit import build_vit
 
     model = build_vit(
-        ViTModelConfig(
-            img_size=8, patch_size=4, num_classes=3, embed_dim=16, depth=1, num_heads=2
-        )
+        ViTModelConfig(img_size=8, patch_size=4, num_classes=3, embed_dim=16, depth=1, num_heads=2)
     )
     opt = build_optimizer(model, OptimConfig(name="muon", lr=1e-3))
     muon_names = {n for g in opt.muon.param_groups for n in g["param_names"]}
@@ -185,9 +183,7 @@ def test_muon_on_vit_leaves_patch_embed_and_head_to_adamw():
 def test_muon_schedule_reaches_both_inner_optimizers():
     model = _gpt()
     opt = build_optimizer(model, OptimConfig(name="muon", lr=1e-2))
-    sched = LRSchedule(
-        name="cosine", peak_lr=1e-2, min_lr=0.0, warmup_steps=4, total_steps=10
-    )
+    sched = LRSchedule(name="cosine", peak_lr=1e-2, min_lr=0.0, warmup_steps=4, total_steps=10)
     sched.apply(opt, 0)
     for inner in (opt.muon, opt.adamw):
         for g in inner.param_groups:

@@ -12,6 +12,13 @@ a fused ``qkv`` Linear (rows: q, then k, then v), ``proj`` Linear, ``attn_drop``
 the softmax probabilities and a ``fused_attn`` switch (True: SDPA with ``is_causal``; False:
 explicit masked softmax → ``attn_drop`` → ``@ v``).
 
+``qk_norm`` (Wortsman et al. 2023; Dehghani et al. 2023): a LayerNorm over ``head_dim`` on each
+head's q and k before the dot product, as timm's ``Attention(qk_norm=True)``; one norm shared
+by the heads (weights of shape ``head_dim``). With it on, the attention logits are
+``LN(q)·LN(k)ᵀ/√d_q`` rather than ``x W_qᵀ W_k xᵀ/√d_q``: the attention view still reports
+σ₁(W_qᵀW_k) of the projection weights (what the weights can do before the norm), while the
+entropy diagnostics read the probabilities the layer really uses (captured after the norm).
+
 Initialisations (``init``): "nanogpt" is nanoGPT's ``model.py`` (= GPT-2's): N(0, 0.02) for every
 Linear and Embedding weight (token and position tables; ``lm_head`` is the token table), zero
 biases, LayerNorm 1 / 0, and the residual projections (``attn.proj``, ``mlp.fc2``: nanoGPT's two
@@ -44,13 +51,18 @@ from weyl.models.weight_init import reinit_linears
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with a fused qkv projection."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, dropout: float, bias: bool, qk_norm: bool = False
+    ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head}")
         self.num_heads = n_head
         self.head_dim = n_embd // n_head
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        norm = (lambda: nn.LayerNorm(self.head_dim, bias=bias)) if qk_norm else nn.Identity
+        self.q_norm = norm()
+        self.k_norm = norm()
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.attn_drop = nn.Dropout(dropout)
         self.proj_drop = nn.Dropout(dropout)
@@ -59,6 +71,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
         if self.fused_attn:
             y = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0, is_causal=True
@@ -93,7 +106,9 @@ class Block(nn.Module):
     def __init__(self, cfg: GPTModelConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias)
+        self.attn = CausalSelfAttention(
+            cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, qk_norm=cfg.qk_norm
+        )
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
 

@@ -52,6 +52,8 @@ class ModelConfig:
     # keep: the model's own weights (Ŵ₀ = W₀, the function at init is unchanged); official:
     # redraw as ml-sigma-reparam's convert_to_sn does (weights N(0, 0.02), biases nn.Linear's).
     sigma_reparam_init: SigmaReparamInit = SigmaReparamInit.keep
+    # LayerNorm over head_dim on q and k before the dot product (GPT: ours; ViT: timm's).
+    qk_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.family != self.FAMILY:
@@ -72,6 +74,12 @@ class ModelConfig:
             self.sigma_reparam_init is SigmaReparamInit.keep or self.sigma_reparam,
             "model.sigma_reparam_init",
             "'official' redraws the σReparam layers' weights; needs model.sigma_reparam=true",
+        )
+        require(
+            not (self.qk_norm and self.sigma_reparam_pure),
+            "model.qk_norm",
+            "pure σReparam removes every LayerNorm, q/k norms included; "
+            "set model.sigma_reparam_pure=false or model.qk_norm=false",
         )
 
 
@@ -175,6 +183,12 @@ class SwinModelConfig(VisionModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(
+            not self.qk_norm,
+            "model.qk_norm",
+            "timm's Swin WindowAttention (also Flatten-Swin's) has no q/k norm; "
+            "set model.qk_norm=false",
+        )
         require(
             len(self.depths) == len(self.num_heads),
             "model.num_heads",

@@ -4,7 +4,8 @@ Built from explicit dimensions with ``pretrained=False`` semantics (the construc
 touches the network). timm's defaults are kept (class token, learned positions, qkv bias,
 pre-LN, GELU MLP); ``drop_path_rate`` is the stochastic depth of Table 2. ``init``: "timm"
 keeps timm's own init (trunc-normal 0.02), "xavier" / "trunc_xavier" re-initialise every
-Linear weight after construction (Table 2: ViT uses "Truncated Xavier").
+Linear weight after construction (Table 2: ViT uses "Truncated Xavier"). ``qk_norm`` is
+timm's own (a LayerNorm over head_dim on q and k); the view captures the maps after it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def build_vit(cfg: ViTModelConfig) -> VisionTransformer:
         num_heads=cfg.num_heads,
         mlp_ratio=cfg.mlp_ratio,
         drop_path_rate=cfg.drop_path_rate,
+        qk_norm=cfg.qk_norm,
     )
     if cfg.init in XAVIER_INITS:
         reinit_linears(model, cfg.init)

@@ -29,4 +29,3 @@ def stable_adamw(
     from pytorch_optimizer.optimizer.adamw import StableAdamW
 
     return StableAdamW(params, lr=lr, betas=betas, eps=eps, weight_decouple=True)
-
