@@ -40,7 +40,7 @@ def _gpt(qk_norm: bool = True, bias: bool = True) -> GPT:
 
 def _explicit_attention(attn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head LayerNorm of q and k written out (mean/var over head_dim), causal softmax."""
-    b, t, c = x.shape
+    _, t, c = x.shape
     dq = c // H
     qkv = x @ attn.qkv.weight.T + attn.qkv.bias
     q, k, v = qkv.split(c, dim=-1)
@@ -138,5 +138,5 @@ def test_swin_families_refuse_qk_norm_in_one_line(cls):
 
 
 def test_qk_norm_with_pure_sigma_reparam_is_refused():
-    with pytest.raises(ConfigError, match="model.qk_norm"):
+    with pytest.raises(ConfigError, match=r"^model\.qk_norm: pure"):
         GPTModelConfig(qk_norm=True, sigma_reparam=True, sigma_reparam_pure=True)
