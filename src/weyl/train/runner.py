@@ -248,7 +248,9 @@ def run_training(
             probe_batch_size=cfg.diagnostics.probe_batch_size,
         )
         check_data_fits_model(cfg, data)
-        task = build_task(data.task, label_smoothing=data.label_smoothing)
+        task = build_task(
+            data.task, label_smoothing=data.label_smoothing, z_loss=cfg.trainer.z_loss
+        )
         total = total_steps_for(cfg, data.samples_per_epoch)
         fsdp = ctx.is_distributed and cfg.trainer.strategy == "fsdp"
         if fsdp:

@@ -3,7 +3,9 @@
 The trainer is one loop for both; a task object says how to turn model outputs into a loss,
 how many throughput units (tokens or images) a batch holds, and how to summarise an eval pass.
 Eval sums are returned as a tensor so the trainer can all-reduce them across ranks before
-:meth:`Task.eval_metrics` turns them into means.
+:meth:`Task.eval_metrics` turns them into means. :meth:`Task.aux_losses` are terms added to the
+training objective only (PaLM's z-loss): the logged, guarded and evaluated loss stays the
+cross-entropy, and each term is logged under its own name.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class Task(Protocol):
         """Training loss (a scalar mean over the batch)."""
         ...
 
+    def aux_losses(self, outputs: Tensor) -> dict[str, Tensor]:
+        """Named scalar terms added to the training objective (not to ``loss``); often empty."""
+        ...
+
     def units(self, inputs: Tensor) -> int:
         """How many throughput units the batch ``inputs`` holds."""
         ...
@@ -39,15 +45,34 @@ class Task(Protocol):
         ...
 
 
+def z_loss(logits: Tensor, coefficient: float) -> Tensor:
+    """PaLM's auxiliary loss ``coefficient · mean over tokens of log²Z``, Z = Σ_v exp(logit_v):
+    it pulls the softmax normaliser towards 1 so the output logits cannot drift (fp32)."""
+    return coefficient * torch.logsumexp(logits.float(), dim=-1).square().mean()
+
+
 class LanguageModelingTask:
-    """Next-token cross-entropy; eval reports mean token loss and perplexity."""
+    """Next-token cross-entropy; eval reports mean token loss and perplexity.
+
+    ``z_loss`` > 0 adds :func:`z_loss` of the LM head's logits to the training objective
+    (``trainer.z_loss``; PaLM used 1e-4).
+    """
 
     name = "lm"
     unit = "tokens"
 
+    def __init__(self, z_loss: float = 0.0) -> None:
+        if not z_loss >= 0.0:
+            raise ValueError(f"trainer.z_loss={z_loss} must be >= 0 (0 turns it off)")
+        self.z_loss = z_loss
+
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over all tokens; logits are upcast so bf16 autocast stays exact enough."""
         return F.cross_entropy(outputs.float().flatten(0, -2), targets.flatten())
+
+    def aux_losses(self, outputs: Tensor) -> dict[str, Tensor]:
+        """``{"z_loss": coefficient · mean log²Z}`` when ``trainer.z_loss`` > 0, else empty."""
+        return {"z_loss": z_loss(outputs, self.z_loss)} if self.z_loss > 0 else {}
 
     def units(self, inputs: Tensor) -> int:
         """Tokens in the batch."""
@@ -89,6 +114,10 @@ class ClassificationTask:
             return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
         return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
+    def aux_losses(self, outputs: Tensor) -> dict[str, Tensor]:
+        """None: the z-loss is defined on a language model's head."""
+        return {}
+
     def units(self, inputs: Tensor) -> int:
         """Images in the batch."""
         return inputs.shape[0]
@@ -106,10 +135,15 @@ class ClassificationTask:
         return {"loss": float(sums[0] / sums[2]), "top1": float(100.0 * sums[1] / sums[2])}
 
 
-def build_task(kind: str, *, label_smoothing: float = 0.0) -> Task:
+def build_task(kind: str, *, label_smoothing: float = 0.0, z_loss: float = 0.0) -> Task:
     """The task for a data bundle's ``task`` string ("lm" or "classification")."""
     if kind == "lm":
-        return LanguageModelingTask()
+        return LanguageModelingTask(z_loss)
     if kind == "classification":
+        if z_loss:
+            raise ValueError(
+                f"trainer.z_loss={z_loss}: the z-loss acts on a language model's head; "
+                "set trainer.z_loss=0 for image classification"
+            )
         return ClassificationTask(label_smoothing)
     raise ValueError(f"data task {kind!r} is unknown; expected 'lm' or 'classification'")

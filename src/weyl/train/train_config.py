@@ -147,6 +147,9 @@ class TrainerConfig:
     # Under Slurm, rank 0 requeues the job after a preemption signal (SIGUSR1/2, SIGTERM).
     requeue: bool = True
     ema: bool = False
+    # PaLM's z-loss: coefficient × mean log²Z of the LM head's logits, added to the training
+    # objective only (the logged and eval loss stay the cross-entropy); PaLM's 1e-4 when on.
+    z_loss: float = 0.0
 
     def __post_init__(self) -> None:
         self.precision = one_of(Precision, self.precision, "trainer.precision")
@@ -174,6 +177,11 @@ class TrainerConfig:
             not self.ema,
             "trainer.ema",
             "EMA of weights is not implemented yet; set trainer.ema=false",
+        )
+        require(
+            self.z_loss >= 0,
+            "trainer.z_loss",
+            f"must be >= 0 (0 disables; PaLM uses 1e-4), got {self.z_loss}",
         )
         require(
             self.spike_factor > 1.0, "trainer.spike_factor", f"must be > 1, got {self.spike_factor}"

@@ -120,6 +120,8 @@ class Trainer:
         # Set when eval/diagnostics/restore may have left modules out of train mode; the next
         # update then calls model.train() (a recursive walk) instead of every update doing so.
         self._mode_dirty = True
+        # Auxiliary loss terms of the last update (Task.aux_losses), detached, for the log.
+        self._aux: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------ setup helpers
 
@@ -221,19 +223,27 @@ class Trainer:
         if accum == 1:  # the common case, without the accumulator's extra ops and graph node
             inputs, targets = self._next_batch()
             with self._autocast():
-                loss = task.loss(model(inputs), targets)
-            loss.backward()
+                outputs = model(inputs)
+                loss = task.loss(outputs, targets)
+                aux = task.aux_losses(outputs)
+            (loss + sum(aux.values()) if aux else loss).backward()
+            self._aux = {k: v.detach() for k, v in aux.items()}
             return loss.detach(), self._clip_and_norm(), task.units(inputs)
         loss_sum = torch.zeros((), device=self.device)
         units = 0
+        self._aux = {}
         for i in range(accum):
             inputs, targets = self._next_batch()
             units += task.units(inputs)
             with self._grad_sync(i == accum - 1):
                 with self._autocast():
-                    loss = task.loss(model(inputs), targets)
-                (loss / accum).backward()
+                    outputs = model(inputs)
+                    loss = task.loss(outputs, targets)
+                    aux = task.aux_losses(outputs)
+                ((loss + sum(aux.values()) if aux else loss) / accum).backward()
             loss_sum += loss.detach()
+            for k, v in aux.items():
+                self._aux[k] = self._aux.get(k, 0.0) + v.detach() / accum
         grad_norm = self._clip_and_norm()
         return loss_sum / accum, grad_norm, units
 
@@ -441,6 +451,8 @@ class Trainer:
                 if mem is not None:
                     record["peak_mem_gib"] = mem
                 window_units, window_time = 0, 0.0
+                # The objective's extra terms (z_loss), this rank's value; `loss` stays the CE.
+                record.update({k: float(v) for k, v in self._aux.items()})
             record.update(self._optimizer_report(log_step, self._lr_view_due()))
             if self._due(cfg.eval_every):
                 self.last_eval = self.evaluate()
