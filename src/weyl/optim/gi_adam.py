@@ -1,5 +1,5 @@
-"""GI-Adam (Kalra & Barkeshli 2024, "Why Warmup the Learning Rate?", §6): AdamW whose
-second moment starts at the square of the first gradient instead of zero.
+"""GI-Adam (Kalra & Barkeshli 2024, "Why Warmup the Learning Rate?", arXiv 2406.09405): AdamW
+whose second moment starts at the square of the first gradient instead of zero.
 
 What is implemented: for every tensor, at its first update, ``v₀ = g₀²`` (``g₀`` the
 gradient of that first update) and ``m₀ = 0``; every later line is torch's AdamW, bias
@@ -8,6 +8,10 @@ correction included. So the first update uses ``v₁ = β₂v₀ + (1−β₂)g�
 ``lr``, and the bias correction lets it grow back to ``lr`` as ``√(1−β₂ᵗ)`` — the warmup-
 like effect the paper reports, without a schedule. Only the state's starting value differs
 from AdamW, so we subclass torch's AdamW rather than re-implement its update.
+
+Source check: only the paper's abstract ("an initialization for the variance in Adam") and
+secondary summaries were readable offline when this was written; that the bias correction
+stays as in Adam is our reading, to be confirmed against the paper's GI-Adam algorithm.
 """
 
 from __future__ import annotations
