@@ -1,7 +1,6 @@
 """StableAdamW (Wortsman et al. 2023, "Stable and low-precision training for large-scale
-vision-language models", arXiv 2304.13013, Algorithm 2; the optimizer the small-scale-proxies
-paper, arXiv 2309.14322, compares against): AdamW with AdaFactor's update clipping as a
-per-tensor learning-rate scale.
+vision-language models", arXiv 2304.13013, where it is introduced as Algorithm 2): AdamW with
+AdaFactor's update clipping as a per-tensor learning-rate scale.
 
 Per tensor, at step t (β̂ = β·(1−β^{t−1})/(1−β^t), their bias-corrected EMA coefficients):
 
