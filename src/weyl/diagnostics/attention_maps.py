@@ -46,6 +46,38 @@ def effective_rank(maps: Tensor) -> Tensor:
     return torch.where(total.squeeze(-1) > 0, erank, torch.nan)
 
 
+def sampled_effective_rank(maps: Tensor, queries: int) -> tuple[Tensor, Tensor]:
+    """(erank, erank / min(m, N_k)) of each map from ``m = queries`` of its query rows.
+
+    The cheap route for long contexts: m rows at evenly spaced positions (first and last
+    included, so a causal map keeps its staircase) form S·A (m × N_k); the eigenvalues of its
+    m × m Gram S·A·Aᵀ·Sᵀ, in float64 (squaring the condition number costs fp32 the small
+    singular values) are the squared singular values of S·A. Its erank is at most m, so the
+    fraction is taken against min(m, N_k): 1 for an identity-like (benign) map as for the full
+    map, ≈ r/m for a rank-r (malignant) one. With m ≥ N_q this is :func:`effective_rank` and
+    erank / min(N_q, N_k) exactly. Error and speed against the full SVD: benchmarks/diagnostics.py.
+    """
+    if maps.dim() < 2:
+        raise ValueError(f"attention maps must be (..., N_q, N_k); got shape {tuple(maps.shape)}")
+    if queries < 1:
+        raise ValueError(f"diagnostics.rank_queries must be >= 1 (0: all rows); got {queries}")
+    n_q, n_k = maps.shape[-2:]
+    if queries >= n_q:
+        erank = effective_rank(maps)
+        return erank, erank / min(n_q, n_k)
+    rows = torch.linspace(0, n_q - 1, queries, device=maps.device).round().long()
+    sampled = maps.index_select(-2, rows).double()
+    eig = torch.linalg.eigvalsh(sampled @ sampled.mT)
+    # eigenvalues below the Gram's rounding level are zeros of a rank-deficient map
+    floor = eig[..., -1:] * (queries * torch.finfo(torch.float64).eps)
+    sigma = torch.where(eig > floor, eig, 0.0).sqrt()
+    total = sigma.sum(-1, keepdim=True)
+    p = sigma / total.clamp_min(torch.finfo(sigma.dtype).tiny)
+    erank = torch.exp(-torch.xlogy(p, p).sum(-1))
+    erank = torch.where(total.squeeze(-1) > 0, erank, torch.nan).float()
+    return erank, erank / min(queries, n_k)
+
+
 def save_probe_attention(model: torch.nn.Module, inputs: Tensor, path: str | Path) -> Path:
     """Save the first probe sample's attention maps, ``{layer: (H, N_q, N_k) fp16}``, atomically.
 

@@ -25,6 +25,9 @@ class DiagnosticsConfig:
     per_head: bool = True
     # Probe maps per layer whose SVD gives the effective rank (bounds the cost).
     rank_samples: int = 4
+    # Query rows per probe map (evenly spaced) whose Gram eigenvalues give the effective rank;
+    # 0 = all rows (the full SVD). Cheap at long contexts; error: benchmarks/diagnostics.py.
+    rank_queries: int = 128
     # Save the first probe sample's attention maps (fp16, all heads) to <run_dir>/attention/
     # every N steps for Fig. 2/3 in `weyl report`; 0 = never (H·N² per layer: large for long contexts).
     attention_maps_every: int = 0
@@ -51,6 +54,11 @@ class DiagnosticsConfig:
             bool(self.sec_s) and all(s > 0 for s in self.sec_s),
             "diagnostics.sec_s",
             f"needs positive integers, got {list(self.sec_s)}",
+        )
+        require(
+            self.rank_queries >= 0,
+            "diagnostics.rank_queries",
+            f"must be >= 0 (0 = every query row), got {self.rank_queries}",
         )
         require(
             self.entropy_collapse > 0,

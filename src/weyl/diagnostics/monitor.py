@@ -38,7 +38,11 @@ Optimizer (only when it has ``lr_report``, see :mod:`weyl.diagnostics.optimizer_
 
 Entropy is in nats (mean over query rows and probe maps); erank is the Roy–Vetterli
 effective rank (:mod:`weyl.diagnostics.attention_maps`), averaged over at most
-``rank_samples`` probe maps per layer to bound the cost of the SVDs.
+``rank_samples`` probe maps per layer, each measured on ``rank_queries`` of its query rows
+(:func:`~weyl.diagnostics.attention_maps.sampled_effective_rank`) to bound the cost.
+
+Every tensor stays on the model's device (:meth:`Diagnostics.compute_tensors`); the host
+reads all values in one transfer at the end (:func:`host_floats`).
 """
 
 from __future__ import annotations
@@ -49,16 +53,16 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from weyl.diagnostics.attention_maps import attention_entropy, effective_rank
+from weyl.diagnostics.attention_maps import attention_entropy, sampled_effective_rank
 from weyl.diagnostics.collapse import AttentionMode, CollapseThresholds, classify_heads
 from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.diagnostics.optimizer_view import layer_lr_stats
 from weyl.diagnostics.spectral import ov_singular_values, qk_singular_values, sec_index
 from weyl.diagnostics.terms import (
-    input_grad_norms,
+    input_grad_norm_tensors,
     record_block_inputs,
-    rms_token_norm,
-    weight_terms,
+    rms_token_norm_tensor,
+    weight_term_tensors,
 )
 from weyl.models.attention_view import (
     AttentionLayerView,
@@ -69,6 +73,14 @@ from weyl.models.attention_view import (
 
 DEFAULT_SEC_S = (1, 2, 4, 8)
 LossFn = Callable[[nn.Module], Tensor]
+
+
+def host_floats(values: dict[str, Tensor]) -> dict[str, float]:
+    """0-dim tensors (all on one device) → floats, in one device-to-host transfer."""
+    if not values:
+        return {}
+    flat = torch.stack([v.detach().reshape(()).double() for v in values.values()]).tolist()
+    return dict(zip(values, flat, strict=True))
 
 
 def _check_sec_s(sec_s: Sequence[int]) -> tuple[int, ...]:
@@ -100,7 +112,7 @@ def _head_spectra(
         qk = qk_singular_values(q, k)
         ov = ov_singular_values(o, val)[..., 0]
         for i, v in enumerate(group):
-            out[v.name] = (qk[i].cpu(), ov[i].cpu())
+            out[v.name] = (qk[i], ov[i])
     return out
 
 
@@ -114,12 +126,12 @@ def _spectral_keys(
     per_head: bool,
     thresholds: CollapseThresholds,
     terms: bool,
-) -> tuple[dict[str, float], dict[str, tuple[Tensor, Tensor]]]:
+) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
     """Weight-only keys, plus (SEC(d_q, s*), σ₁(W_qᵀW_k)) per head for the collapse rule."""
-    out: dict[str, float] = {}
+    out: dict[str, Tensor] = {}
     sec_small: dict[str, tuple[Tensor, Tensor]] = {}
     spectra = _head_spectra(views)
-    any_concentrated = False
+    concentrated: list[Tensor] = []
     for v in views:
         qk, ov = spectra[v.name]
         layer = f"attn/{v.name}"
@@ -127,25 +139,29 @@ def _spectral_keys(
         secs = {s: sec_index(qk, s) for s in sec_s if s <= v.head_dim}
         if per_head:
             for h in range(v.num_heads):
-                out[_head_key(v, h, "qk_sigma1")] = float(sigma1[h])
+                out[_head_key(v, h, "qk_sigma1")] = sigma1[h]
                 for s, sec in secs.items():
-                    out[_head_key(v, h, f"sec_s{s}")] = float(sec[h])
-                out[_head_key(v, h, "ov_sigma1")] = float(ov[h])
-        out[f"{layer}/qk_sigma1_max"] = float(sigma1.max())
-        out[f"{layer}/qk_sigma1_mean"] = float(sigma1.mean())
+                    out[_head_key(v, h, f"sec_s{s}")] = sec[h]
+                out[_head_key(v, h, "ov_sigma1")] = ov[h]
+        out[f"{layer}/qk_sigma1_max"] = sigma1.max()
+        out[f"{layer}/qk_sigma1_mean"] = sigma1.mean()
         for s, sec in secs.items():
-            out[f"{layer}/sec_s{s}_max"] = float(sec.max())
-            out[f"{layer}/sec_s{s}_mean"] = float(sec.mean())
-        out[f"{layer}/ov_sigma1_max"] = float(ov.max())
+            out[f"{layer}/sec_s{s}_max"] = sec.max()
+            out[f"{layer}/sec_s{s}_mean"] = sec.mean()
+        out[f"{layer}/ov_sigma1_max"] = ov.max()
         sec_star = sec_index(qk, thresholds.sec_rank(v.head_dim))
         sec_small[v.name] = (sec_star, sigma1)
-        any_concentrated |= bool((sec_star >= thresholds.sec).any())
+        concentrated.append((sec_star >= thresholds.sec).any())
         if terms:
-            for name, value in weight_terms(v).items():
+            for name, value in weight_term_tensors(v).items():
                 out[f"terms/{v.name}/{name}"] = value
     if views:
-        out["attn/qk_sigma1_max"] = max(out[f"attn/{v.name}/qk_sigma1_max"] for v in views)
-    out["collapse/any_concentrated"] = float(any_concentrated)
+        out["attn/qk_sigma1_max"] = torch.stack(
+            [out[f"attn/{v.name}/qk_sigma1_max"] for v in views]
+        ).max()
+        out["collapse/any_concentrated"] = torch.stack(concentrated).any().float()
+    else:
+        out["collapse/any_concentrated"] = torch.zeros(())
     return out, sec_small
 
 
@@ -155,7 +171,7 @@ def spectral_report(
     """Weight-only diagnostics of any supported model (no data needed); keys in module doc."""
     views = attention_views(model)
     out, _ = _spectral_keys(views, _check_sec_s(sec_s), per_head, CollapseThresholds(), terms=True)
-    return out
+    return host_floats(out)
 
 
 @contextlib.contextmanager
@@ -194,10 +210,14 @@ class Diagnostics:
         per_head: bool | None = None,
         rank_samples: int | None = None,
         rank_fraction: float | None = None,
+        rank_queries: int | None = None,
     ) -> None:
         # Keyword arguments override the config (for use outside the trainer).
         per_head = cfg.per_head if per_head is None else per_head
         rank_samples = cfg.rank_samples if rank_samples is None else rank_samples
+        rank_queries = cfg.rank_queries if rank_queries is None else rank_queries
+        if rank_queries < 0:
+            raise ValueError(f"rank_queries must be >= 0 (0 = all rows); got {rank_queries}")
         if cfg.every < 1:
             raise ValueError(f"diagnostics.every must be >= 1; got {cfg.every}")
         if rank_samples < 1:
@@ -216,6 +236,7 @@ class Diagnostics:
         self.loss_fn = loss_fn
         self.per_head = per_head
         self.rank_samples = rank_samples
+        self.rank_queries = rank_queries
         attention_views(model)  # fail now, not at step N, when the model has no view
 
     def due(self, step: int) -> bool:
@@ -224,6 +245,13 @@ class Diagnostics:
 
     def compute(self, optimizer: object | None = None) -> dict[str, float]:
         """All diagnostics as a flat dict (key names in the module docstring)."""
+        out = host_floats(self.compute_tensors())
+        if optimizer is not None:
+            out.update(layer_lr_stats(self.model, optimizer, attention_views(self.model)))
+        return out
+
+    def compute_tensors(self) -> dict[str, Tensor]:
+        """The model's diagnostics as 0-dim tensors, all on the model's device, no host read."""
         views = attention_views(self.model)
         out, sec_small = _spectral_keys(
             views, self.sec_s, self.per_head, self.thresholds, terms=self.cfg.terms
@@ -233,15 +261,15 @@ class Diagnostics:
             maps, forward_terms = self._probe(views)
             out.update(forward_terms)
         out.update(self._map_keys(views, maps, sec_small))
-        if optimizer is not None:
-            out.update(layer_lr_stats(self.model, optimizer, views))
         return out
 
-    def _probe(self, views: list[AttentionLayerView]) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def _probe(
+        self, views: list[AttentionLayerView]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Attention maps on the probe batch and the x / ∂L/∂x terms."""
         inner = viewed_model(self.model)
         maps: dict[str, Tensor] = {}
-        terms: dict[str, float] = {}
+        terms: dict[str, Tensor] = {}
         want_terms = self.cfg.terms
         with _eval_mode_and_private_rng(self.model):
             if self.probe_inputs is not None:
@@ -256,7 +284,7 @@ class Diagnostics:
                 maps = {name: torch.cat(m, dim=0) for name, m in sinks.items() if m}
                 for name, x in xs.items():
                     if x:
-                        terms[f"terms/{name}/x_norm"] = rms_token_norm(x)
+                        terms[f"terms/{name}/x_norm"] = rms_token_norm_tensor(x)
             if self.loss_fn is not None and want_terms:
                 with torch.enable_grad(), record_block_inputs(views, for_grad=True) as xs:
                     loss = self.loss_fn(inner)
@@ -266,8 +294,8 @@ class Diagnostics:
                     )
                 for name, x in xs.items():
                     if x:
-                        terms[f"terms/{name}/x_norm"] = rms_token_norm(x)
-                for name, g in input_grad_norms(loss, xs).items():
+                        terms[f"terms/{name}/x_norm"] = rms_token_norm_tensor(x)
+                for name, g in input_grad_norm_tensors(loss, xs).items():
                     terms[f"terms/{name}/grad_x_norm"] = g
         return maps, terms
 
@@ -281,24 +309,26 @@ class Diagnostics:
         views: list[AttentionLayerView],
         maps: dict[str, Tensor],
         sec_small: dict[str, tuple[Tensor, Tensor]],
-    ) -> dict[str, float]:
-        out: dict[str, float] = {}
-        first_malignant = -1
-        malignant_layers = 0
-        entropy_mins = []
+    ) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        worst: list[Tensor] = []
+        entropy_mins: list[Tensor] = []
         for v in views:
             entropy = erank = erank_fraction = None
             m = maps.get(v.name)
             if m is not None:
                 entropy = attention_entropy(m).mean(0)
-                erank = effective_rank(m[: self.rank_samples]).mean(0)
-                erank_fraction = erank / min(m.shape[-2], m.shape[-1])
+                sample = m[: self.rank_samples]
+                erank, erank_fraction = sampled_effective_rank(
+                    sample, self.rank_queries or sample.shape[-2]
+                )
+                erank, erank_fraction = erank.mean(0), erank_fraction.mean(0)
                 layer = f"attn/{v.name}"
-                out[f"{layer}/entropy_min"] = float(entropy.min())
-                out[f"{layer}/entropy_mean"] = float(entropy.mean())
-                out[f"{layer}/erank_min"] = float(erank.min())
-                out[f"{layer}/erank_mean"] = float(erank.mean())
-                entropy_mins.append(float(entropy.min()))
+                out[f"{layer}/entropy_min"] = entropy.min()
+                out[f"{layer}/entropy_mean"] = entropy.mean()
+                out[f"{layer}/erank_min"] = erank.min()
+                out[f"{layer}/erank_mean"] = erank.mean()
+                entropy_mins.append(entropy.min())
             sec_star, sigma1 = sec_small[v.name]
             labels = classify_heads(
                 entropy, erank_fraction, sec_star, sigma1, v.head_dim, self.thresholds
@@ -306,22 +336,24 @@ class Diagnostics:
             if self.per_head:
                 for h in range(v.num_heads):
                     if entropy is not None and erank is not None:
-                        out[_head_key(v, h, "entropy")] = float(entropy[h])
-                        out[_head_key(v, h, "erank")] = float(erank[h])
-                    out[_head_key(v, h, "collapse")] = float(labels[h])
-            worst = int(labels.max())
-            out[f"collapse/{v.name}"] = float(worst)
-            out[f"collapse/{v.name}/malignant_heads"] = float(
-                (labels == AttentionMode.MALIGNANT).sum()
-            )
-            out[f"collapse/{v.name}/benign_heads"] = float((labels == AttentionMode.BENIGN).sum())
-            if worst == AttentionMode.MALIGNANT:
-                malignant_layers += 1
-                if first_malignant < 0:
-                    first_malignant = v.index
+                        out[_head_key(v, h, "entropy")] = entropy[h]
+                        out[_head_key(v, h, "erank")] = erank[h]
+                    out[_head_key(v, h, "collapse")] = labels[h]
+            worst.append(labels.max())
+            out[f"collapse/{v.name}"] = worst[-1]
+            out[f"collapse/{v.name}/malignant_heads"] = (labels == AttentionMode.MALIGNANT).sum()
+            out[f"collapse/{v.name}/benign_heads"] = (labels == AttentionMode.BENIGN).sum()
         if entropy_mins:
-            out["attn/entropy_min"] = min(entropy_mins)
-        out["collapse/any_malignant"] = float(malignant_layers > 0)
-        out["collapse/first_malignant_layer"] = float(first_malignant)
-        out["collapse/malignant_layers"] = float(malignant_layers)
+            out["attn/entropy_min"] = torch.stack(entropy_mins).min()
+        if views:
+            malignant = torch.stack(worst) == AttentionMode.MALIGNANT
+            index = torch.tensor([v.index for v in views], device=malignant.device)
+            first = torch.where(malignant, index, index.max() + 1).min()
+            out["collapse/any_malignant"] = malignant.any()
+            out["collapse/first_malignant_layer"] = torch.where(malignant.any(), first, -1)
+            out["collapse/malignant_layers"] = malignant.sum()
+        else:
+            out["collapse/any_malignant"] = torch.zeros(())
+            out["collapse/first_malignant_layer"] = torch.full((), -1.0)
+            out["collapse/malignant_layers"] = torch.zeros(())
         return out

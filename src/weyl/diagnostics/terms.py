@@ -75,9 +75,14 @@ def _norm_params(norm: nn.Module | None) -> tuple[Tensor | None, Tensor | None]:
     )
 
 
-@torch.no_grad()
 def weight_terms(view: AttentionLayerView) -> dict[str, float]:
     """The 13 weight terms of one block (fewer when it lacks biases or an MLP)."""
+    return {name: float(value) for name, value in weight_term_tensors(view).items()}
+
+
+@torch.no_grad()
+def weight_term_tensors(view: AttentionLayerView) -> dict[str, Tensor]:
+    """:func:`weight_terms` as 0-dim tensors on the weights' device (no host read)."""
     m = layer_matrices(view)
     out = {
         "wq_sigma1": spectral_norm(m["wq"]),
@@ -100,7 +105,7 @@ def weight_terms(view: AttentionLayerView) -> dict[str, float]:
             out[f"gamma{i}_norm"] = torch.linalg.vector_norm(gamma.detach().float())
         if beta is not None:
             out[f"beta{i}_norm"] = torch.linalg.vector_norm(beta.detach().float())
-    return {name: float(out[name]) for name in WEIGHT_TERMS if name in out}
+    return {name: out[name] for name in WEIGHT_TERMS if name in out}
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> tuple[Tensor | None, str | int | None]:
@@ -150,20 +155,31 @@ def record_block_inputs(
 
 def rms_token_norm(xs: list[Tensor]) -> float:
     """√(mean over tokens of ‖x_t‖²) over all recorded inputs (last dim = features)."""
-    sq = sum(float(x.detach().float().square().sum()) for x in xs)
+    return float(rms_token_norm_tensor(xs))
+
+
+def rms_token_norm_tensor(xs: list[Tensor]) -> Tensor:
+    """:func:`rms_token_norm` as a 0-dim tensor on the inputs' device (no host read)."""
+    sq = torch.stack([x.detach().float().square().sum() for x in xs]).sum()
     tokens = sum(x[..., 0].numel() for x in xs)
-    return (sq / tokens) ** 0.5
+    return (sq / tokens).sqrt()
 
 
 def input_grad_norms(loss: Tensor, inputs: dict[str, list[Tensor]]) -> dict[str, float]:
     """‖∂loss/∂X‖₂ for each recorded block input (flattened over all its recorded calls)."""
+    return {name: float(v) for name, v in input_grad_norm_tensors(loss, inputs).items()}
+
+
+def input_grad_norm_tensors(loss: Tensor, inputs: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+    """:func:`input_grad_norms` as 0-dim tensors on the inputs' device (no host read)."""
     names = [n for n, xs in inputs.items() for _ in xs]
     flat = [x for xs in inputs.values() for x in xs]
     if not flat:
         return {}
     grads = torch.autograd.grad(loss, flat, allow_unused=True)
-    sq: dict[str, float] = {}
-    for name, g in zip(names, grads):
+    sq: dict[str, Tensor] = {}
+    for name, g in zip(names, grads, strict=True):
         if g is not None:
-            sq[name] = sq.get(name, 0.0) + float(g.detach().float().square().sum())
-    return {name: v**0.5 for name, v in sq.items()}
+            part = g.detach().float().square().sum()
+            sq[name] = part if name not in sq else sq[name] + part
+    return {name: v.sqrt() for name, v in sq.items()}

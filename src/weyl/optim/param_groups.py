@@ -85,7 +85,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     name = OptimizerName(cfg.name)
     adam_args = dict(lr=cfg.lr, betas=betas, eps=cfg.eps)
     if name is OptimizerName.adamw:
-        return torch.optim.AdamW(groups, foreach=True, **adam_args)
+        # CUDA: fused (one kernel; takes the crash guard's found_inf flag, so no host sync)
+        kernel = {"fused": True} if groups[0]["params"][0].is_cuda else {"foreach": True}
+        return torch.optim.AdamW(groups, **kernel, **adam_args)
     if name is OptimizerName.radam:
         # Decoupled decay (RAdamW), so its weight decay means what AdamW's does.
         return torch.optim.RAdam(groups, decoupled_weight_decay=True, foreach=True, **adam_args)

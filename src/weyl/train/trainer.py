@@ -1,10 +1,22 @@
 """The training loop: one trainer for language modelling and image classification.
 
 Per update: ``accum_steps`` micro batches (DDP ``no_sync`` / FSDP2 gradient sync off on all but
-the last), loss and grad norm reduced across ranks in one small all-reduce that also carries
-the preemption flag, the crash guard's verdict, then ``optimizer.step()``. Eval, diagnostics
-and checkpoints run at step boundaries inside a forked RNG, so they never change the training
-random stream: a resumed run replays the exact same updates.
+the last), loss and grad norm averaged across ranks in one small device all-reduce, the crash
+guard's verdict on the device, then ``optimizer.step()``. Eval, diagnostics and checkpoints run
+at step boundaries inside a forked RNG, so they never change the training random stream: a
+resumed run replays the exact same updates.
+
+Host syncs. When the optimizer takes a ``found_inf`` flag (torch's fused Adam/AdamW, which
+``build_optimizer`` makes on CUDA), an update costs no host sync: the guard's sticky device
+flag makes the optimizer skip a flagged update and all later ones, and the host reads the
+verdict, the loss and the stop flags only at *sync steps* (log, eval, diagnostics and
+checkpoint steps, the last step, and a step at which this process was signalled). A crash at
+update N is then handled at the first sync step S ≥ N exactly as if it had been seen at N (same
+step, reason, weights, checkpoints); what it costs is the S − N forward/backward passes
+computed in between and discarded, and their batches (a rollback continues after them). Other
+optimizers get the verdict read before every ``step()`` (one host sync per update). Under
+DDP/FSDP the stop flags (preemption, Ctrl-C) travel at sync steps only, so a signal takes
+effect at the next one.
 
 ``step`` always counts completed optimizer updates; the log line for step ``N`` holds the loss
 of the ``N``-th update (computed on the weights before it).
@@ -35,7 +47,7 @@ from weyl.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from weyl.train.crash_guard import CrashGuard, divergence_bound_for
+from weyl.train.crash_guard import Crash, CrashGuard, DeviceCrashGuard, divergence_bound_for
 from weyl.train.distributed import DistContext
 from weyl.train.exit_codes import CRASHED, INTERRUPTED
 from weyl.train.launcher_watch import dead_launcher
@@ -101,7 +113,11 @@ class Trainer:
         self.ctx = parts.ctx
         self.device = parts.ctx.device
         bound, origin = divergence_bound_for(cfg.divergence_factor, parts.cfg.model, parts.data)
-        self.guard = CrashGuard(cfg.spike_window, cfg.spike_factor, bound, origin)
+        rules = CrashGuard(cfg.spike_window, cfg.spike_factor, bound, origin)
+        self.guard = DeviceCrashGuard(rules, self.device)
+        # torch's AMP protocol: such an optimizer reads `found_inf` and skips the update on the
+        # device when it is 1, so the guard's verdict need not reach the host before step().
+        self.skips_on_device = bool(getattr(parts.optimizer, "_step_supports_amp_scaling", False))
         self.step = 0
         self.best: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
@@ -122,6 +138,8 @@ class Trainer:
         self._mode_dirty = True
         # Auxiliary loss terms of the last update (Task.aux_losses), detached, for the log.
         self._aux: dict[str, Tensor] = {}
+        # The last diagnostics failure ("step N: error"), repeated in status.json from then on.
+        self.diag_error: str | None = None
 
     # ------------------------------------------------------------ setup helpers
 
@@ -308,6 +326,8 @@ class Trainer:
             # A diagnostics bug must not end a week-long run; it is logged and recorded.
             log.exception("diagnostics failed at step %d", self.step)
             self.p.optimizer.zero_grad(set_to_none=True)
+            self.diag_error = f"step {self.step}: {err!r}"
+            self._status("running")
             return {"diag_error": repr(err)}
         # The probe backward (15 terms) may leave gradients behind; the next update starts clean.
         self.p.optimizer.zero_grad(set_to_none=True)
@@ -346,35 +366,48 @@ class Trainer:
             out.update(self.p.lr_view(report))
         return out
 
-    def _reduce_step_scalars(
-        self, loss: Tensor, grad_norm: Tensor
-    ) -> tuple[float, float, str | None]:
-        """(loss, grad norm, stop) averaged over ranks, with the update's one host sync.
-
-        ``stop`` is None, ``"preempt"`` (SIGUSR1/2, SIGTERM) or ``"interrupt"`` (Ctrl-C).
-        """
-        # The crash guard must see the loss before optimizer.step(), so one sync per update is
-        # needed; everything the host needs rides on it (a single small copy on GPU).
+    def _average_on_device(self, loss: Tensor, grad_norm: Tensor) -> tuple[Tensor, Tensor]:
+        """(loss, grad norm) averaged over ranks on the device: an all-reduce, no host sync."""
         if not self.ctx.is_distributed:
-            both = torch.stack([loss.float(), grad_norm.float().to(self.device)])
-            loss_f, norm_f = both.tolist()
-            return loss_f, norm_f, self.preemption.stop_kind
-        # Every rank must agree on stopping, so the stop flags travel in the all-reduce.
+            return loss.float(), grad_norm.float().to(self.device)
+        both = torch.stack([loss.float(), grad_norm.float().to(self.device)])
+        both = self.ctx.all_reduce_sum(both) / self.ctx.world_size
+        return both[0], both[1]
+
+    def _host_read(
+        self, loss: Tensor, grad_norm: Tensor
+    ) -> tuple[Crash | None, float, float, str | None]:
+        """(first flagged update, loss, grad norm, stop) on the host: the one sync it needs.
+
+        ``stop`` is None, ``"preempt"`` (SIGUSR1/2, SIGTERM) or ``"interrupt"`` (Ctrl-C);
+        under DDP/FSDP every rank must agree on it, so the flags travel in an all-reduce.
+        """
         kind = self.preemption.stop_kind
-        reduced = torch.stack(
-            [
-                loss.float(),
-                grad_norm.float().to(self.device),
-                torch.tensor(1.0 if kind == "preempt" else 0.0, device=self.device),
-                torch.tensor(1.0 if kind == "interrupt" else 0.0, device=self.device),
-            ]
+        if not self.ctx.is_distributed:
+            crash, (loss_f, norm_f) = self.guard.host_read(loss, grad_norm)
+            return crash, loss_f, norm_f, kind
+        flags = torch.tensor(
+            [1.0 if kind == "preempt" else 0.0, 1.0 if kind == "interrupt" else 0.0],
+            device=self.device,
         )
-        loss_f, norm_f, preempt, interrupt = (
-            self.ctx.all_reduce_sum(reduced) / self.ctx.world_size
-        ).tolist()
+        flags = self.ctx.all_reduce_sum(flags)
+        crash, (loss_f, norm_f, preempt, interrupt) = self.guard.host_read(
+            loss, grad_norm, flags[0], flags[1]
+        )
         # A Ctrl-C on any rank wins over a preemption: the user asked to stop, not to requeue.
         stop = "interrupt" if interrupt > 0 else "preempt" if preempt > 0 else None
-        return loss_f, norm_f, stop
+        return crash, loss_f, norm_f, stop
+
+    def _sync_due(self) -> bool:
+        """Whether the host reads the verdict after this update (see the module docstring)."""
+        p, cfg = self.p, self.cfg
+        return (
+            self._due(cfg.log_every)
+            or self._due(cfg.eval_every)
+            or self._due(cfg.ckpt_every)
+            or (p.cfg.diagnostics.enabled and self._due(p.cfg.diagnostics.every))
+            or (not self.ctx.is_distributed and self.preemption.stop_kind is not None)
+        )
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.p.total_steps
@@ -395,6 +428,8 @@ class Trainer:
             self.preemption.restore()
 
     def _status(self, state: str, reason: str | None = None, **extra: Any) -> None:
+        if self.diag_error is not None:
+            extra.setdefault("diag_error", self.diag_error)
         if self.ctx.is_main:
             write_status(
                 self.p.cfg.run_dir, state, self.step, reason, rollbacks=self.rollbacks, **extra
@@ -414,23 +449,46 @@ class Trainer:
             t0 = time.perf_counter()
             lr = p.schedule.apply(p.optimizer, self.step)
             loss_t, norm_t, units = self._train_step()
-            loss, grad_norm, stop = self._reduce_step_scalars(loss_t, norm_t)
+            loss_t, norm_t = self._average_on_device(loss_t, norm_t)
             if fault_injection.hooks.replace_loss_with_nan(self.step + 1):
-                loss = float("nan")
-            reason = self.guard.check(loss, grad_norm)
-            if reason is not None:
-                outcome = self._on_crash(self.step + 1, reason, loss, grad_norm)
-                if outcome is not None:
-                    return outcome
-                window_units, window_time = 0, 0.0
-                continue
+                loss_t = torch.full_like(loss_t, float("nan"))
+            halted = self.guard.observe(loss_t, norm_t, self.step + 1)
+            read = None
+            if not self.skips_on_device:
+                read = self._host_read(loss_t, norm_t)
+                if read[0] is not None:
+                    outcome = self._on_crash(read[0])
+                    if outcome is not None:
+                        return outcome
+                    window_units, window_time = 0, 0.0
+                    continue
+            else:
+                p.optimizer.found_inf = halted
             p.optimizer.step()
             p.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            self.last_loss = loss
             window_units += units * self.ctx.world_size
-            window_time += time.perf_counter() - t0
             fault_injection.hooks.after_update()
+            if read is None and not self._sync_due() and self.step < p.total_steps:
+                # No host sync: the GPU keeps its queue; the crash guard decides on the device.
+                window_time += time.perf_counter() - t0
+                if self._lr_view_due():  # rank 0 alone: no collective, no verdict
+                    lr_keys = self._optimizer_report(False, True)
+                    if lr_keys and self.ctx.is_main:
+                        p.loggers.log({"step": self.step, "lr": lr, **lr_keys})
+                fault_injection.hooks.after_step(self.step)
+                continue
+            if read is None:
+                read = self._host_read(loss_t, norm_t)
+                if read[0] is not None:
+                    outcome = self._on_crash(read[0])
+                    if outcome is not None:
+                        return outcome
+                    window_units, window_time = 0, 0.0
+                    continue
+            _, loss, grad_norm, stop = read
+            self.last_loss = loss
+            window_time += time.perf_counter() - t0
 
             record: dict[str, Any] = {}
             log_step = self._due(cfg.log_every)
@@ -513,13 +571,20 @@ class Trainer:
             requeue_slurm_job()
         return self.summary("preempted", exit_code=PREEMPTED_EXIT_CODE, reason=reason)
 
-    def _on_crash(
-        self, at_step: int, reason: str, loss: float, grad_norm: float
-    ) -> dict[str, Any] | None:
-        """Record the crash; roll back (returns None to continue) or stop (returns the summary)."""
+    def _on_crash(self, crash: Crash) -> dict[str, Any] | None:
+        """Record the crash; roll back (returns None to continue) or stop (returns the summary).
+
+        The weights are those before update ``crash.update`` (it and any later update were
+        skipped), so the diagnostics logged with the crash describe the model that diverged.
+        """
+        at_step, reason, loss, grad_norm = crash.update, crash.reason, crash.loss, crash.grad_norm
+        seen_at, self.step = self.step, at_step - 1  # the state the diagnostics describe
         self.p.optimizer.zero_grad(set_to_none=True)
         diag = self._diagnostics()
         if self.ctx.is_main:
+            if seen_at >= at_step and self.p.loggers.jsonl is not None:
+                # Records of skipped updates (Fig. 15's lr view) must not outlive the crash.
+                self.p.loggers.jsonl.truncate_after(at_step - 1, keep_events=True)
             log.error("crash at step %d: %s", at_step, reason)
             self.p.loggers.log(
                 {
