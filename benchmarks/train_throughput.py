@@ -5,14 +5,16 @@
 Three runs per round, interleaved (order alternating) so a noisy shared machine affects them
 alike:
 1. ``plain``: a nanoGPT-style loop: same model, the same decay/no-decay param groups,
-   ``torch.optim.AdamW(foreach=True)``, cosine LR set per group each step,
+   ``torch.optim.AdamW`` (fused on CUDA, foreach on CPU), cosine LR set per group each step,
    ``zero_grad(set_to_none=True)``, ``loss.item()`` only every ``log_every`` steps, no grad clip
    (the trainer's default ``grad_clip=0``);
 2. ``trainer-adamw``: ``weyl.train.run_training`` with ``optim.name=adamw``;
 3. ``trainer-adamw2``: the same with AdamW² (τ = 0.01).
 Trainer runs keep everything a real run pays per step: the crash guard's check of every update
-(one host sync), grad norm, LR schedule, JSONL logging every 10 steps, and diagnostics at the
-default interval (every 100 steps). Eval is off (the plain loop has none).
+(on the device with a fused AdamW, else one host sync), grad norm, LR schedule, JSONL logging
+every 10 steps, and diagnostics at the default interval (every 100 steps). Eval is off (the
+plain loop has none). benchmarks/gpu_suite.py calls these loops at GPT-2 S size on a GPU,
+eager and compiled (``model``, ``compile``, ``diagnostics`` arguments).
 
 What is timed (the same on both sides): both loops draw their batches from the same in-memory
 random-token stream, which stamps wall (``perf_counter``) and CPU (``process_time``) time at
@@ -69,8 +71,16 @@ DIAG_EVERY = DiagnosticsConfig().every
 class StampedTokens:
     """Infinite random token blocks (resumable by call count); stamps the time of each draw."""
 
-    def __init__(self, batch: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        batch: int,
+        seed: int = 0,
+        vocab: int = MODEL.vocab_size,
+        block: int = MODEL.block_size,
+        diag_every: int = DIAG_EVERY,
+    ) -> None:
         self.batch, self.seed, self.calls = batch, seed, 0
+        self.vocab, self.block, self.diag_every = vocab, block, diag_every
         self.stamps: list[tuple[float, float]] = []  # (wall, CPU) at each draw
 
     def __iter__(self) -> StampedTokens:
@@ -80,7 +90,7 @@ class StampedTokens:
         self.stamps.append((time.perf_counter(), time.process_time()))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
         self.calls += 1
-        rows = torch.randint(0, MODEL.vocab_size, (self.batch, MODEL.block_size + 1), generator=g)
+        rows = torch.randint(0, self.vocab, (self.batch, self.block + 1), generator=g)
         return rows[:, :-1], rows[:, 1:]
 
     def state_dict(self) -> dict:
@@ -96,22 +106,34 @@ class StampedTokens:
         diagnostics took beyond that median (bursts of load from other processes drop out).
         """
         (w0, c0), (w1, c1) = self.stamps[1], self.stamps[steps + 1]
-        tokens = steps * self.batch * MODEL.block_size
+        tokens = steps * self.batch * self.block
         # interval k: from drawing batch k to batch k + 1, i.e. update k + 1 and what follows
         dt = [self.stamps[k + 1][0] - self.stamps[k][0] for k in range(1, steps + 1)]
         median = statistics.median(dt)
-        diag = sum(dt[k - 1] - median for k in range(DIAG_EVERY, steps + 1, DIAG_EVERY))
+        every = self.diag_every
+        diag = sum(dt[k - 1] - median for k in range(every, steps + 1, every)) if every else 0.0
         return tokens / (w1 - w0), tokens / (c1 - c0), tokens / (steps * median + diag)
 
 
-def plain_loop(steps: int, device: str, batch: int) -> tuple[float, float, float]:
+def plain_loop(
+    steps: int,
+    device: str,
+    batch: int,
+    model_cfg: GPTModelConfig = MODEL,
+    compile: bool = False,
+) -> tuple[float, float, float]:
     """The nanoGPT-style loop over ``steps + 2`` updates; tokens/s in the window."""
     torch.manual_seed(0)
-    model = build_model(MODEL).to(device)
-    opt = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=LR, betas=BETAS, foreach=True)
-    data = StampedTokens(batch)
+    model = build_model(model_cfg).to(device)
+    kernel = {"fused": True} if device.startswith("cuda") else {"foreach": True}
+    opt = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=LR, betas=BETAS, **kernel)
+    if compile:
+        model = torch.compile(model)
+    data = StampedTokens(
+        batch, vocab=model_cfg.vocab_size, block=model_cfg.block_size, diag_every=0
+    )
     total = steps + 2
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
     for step in range(total):
         lr = 0.5 * LR * (1 + math.cos(math.pi * step / total))
         for group in opt.param_groups:
@@ -128,25 +150,34 @@ def plain_loop(steps: int, device: str, batch: int) -> tuple[float, float, float
         opt.zero_grad(set_to_none=True)
         if step % LOG_EVERY == 0:
             loss.item()
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     return data.window_rates(steps)
 
 
 def trainer_run(
-    steps: int, device: str, optim: str, workdir: Path, batch: int
+    steps: int,
+    device: str,
+    optim: str,
+    workdir: Path,
+    batch: int,
+    model_cfg: GPTModelConfig = MODEL,
+    compile: bool = False,
+    diagnostics: bool = True,
 ) -> tuple[float, float, float]:
     """``run_training`` over ``steps + 2`` updates; tokens/s in the window (see window_rates)."""
     streams: list[StampedTokens] = []
+    vocab, block = model_cfg.vocab_size, model_cfg.block_size
+    diag_every = DIAG_EVERY if diagnostics else 0
 
     def build_data(cfg, *, batch_size, rank=0, world_size=1, seed=0, probe_batch_size=4):
-        streams.append(StampedTokens(batch_size, seed + rank))
+        streams.append(StampedTokens(batch_size, seed + rank, vocab, block, diag_every))
         return DataBundle(
             task="lm",
             train=streams[-1],
             make_val=lambda: iter(()),
-            probe=next(iter(StampedTokens(probe_batch_size, 99))),
-            vocab_size=MODEL.vocab_size,
+            probe=next(iter(StampedTokens(probe_batch_size, 99, vocab, block))),
+            vocab_size=vocab,
             num_classes=None,
             mix=None,
             label_smoothing=0.0,
@@ -156,8 +187,8 @@ def trainer_run(
     cfg = TrainConfig(
         run_dir=str(workdir / f"{optim}-{time.monotonic_ns()}"),
         seed=0,
-        model=MODEL,
-        data=TextDataConfig(name="random", block_size=MODEL.block_size),
+        model=model_cfg,
+        data=TextDataConfig(name="random", block_size=block),
         optim=OptimConfig(
             name=optim, lr=LR, betas=list(BETAS), weight_decay=WEIGHT_DECAY, tau=0.01
         ),
@@ -170,15 +201,17 @@ def trainer_run(
             ckpt_every=10**9,
             device=device,
             resume="never",
+            compile=compile,
         ),
         logger=LoggerConfig(progress=False),
-        diagnostics=DiagnosticsConfig(),  # defaults: enabled, every 100, 15 terms on
+        # defaults: enabled, every 100, 15 terms on
+        diagnostics=DiagnosticsConfig(enabled=diagnostics),
     )
     factories = Factories(build_model, build_data, build_optimizer, Diagnostics)
     summary = run_training(cfg, factories=factories)
     if summary["state"] != "finished":
         raise RuntimeError(f"benchmark run ended {summary['state']}: {summary['reason']}")
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     return streams[0].window_rates(steps)
 
