@@ -46,7 +46,8 @@ def test_device_guard_flags_exactly_what_the_host_guard_flags(window, factor, bo
     host = CrashGuard(window, factor, bound, "3 x ln(20)")
     device = DeviceCrashGuard(CrashGuard(window, factor, bound, "3 x ln(20)"), torch.device("cpu"))
     flagged = 0
-    for update, loss in enumerate(losses, start=1):
+    for update, value in enumerate(losses, start=1):
+        loss = torch.tensor(value).item()  # the float32 loss a run's host read gave the old guard
         norm = float("nan") if update % 37 == 0 else 1.0
         expected = host.check(loss, norm)
         device.observe(torch.tensor(loss), torch.tensor(norm), update)

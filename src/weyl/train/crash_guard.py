@@ -150,7 +150,7 @@ class DeviceCrashGuard:
         self._reset(list(rules.history))
 
     def _reset(self, history: list[float]) -> None:
-        kept = history[-self.window :] if self._spike_on else []
+        kept = history[-self.window :]
         hist = torch.zeros(self.window, dtype=torch.float64)
         hist[: len(kept)] = torch.tensor(kept, dtype=torch.float64)
         self._hist = hist.to(self.device)
@@ -190,12 +190,12 @@ class DeviceCrashGuard:
             [torch.full_like(loss, float(update)), code.to(torch.float64), loss, norm, median]
         )
         self._first = torch.where(bad & running, record, self._first)
-        if self._spike_on:
-            accept = ~bad & running
-            pos = (self._accepted % self.window).reshape(1)
-            kept = self._hist.index_select(0, pos)
-            self._hist.index_copy_(0, pos, torch.where(accept, loss.reshape(1), kept))
-            self._accepted += accept.to(torch.int64)
+        # the window of accepted losses (kept as the host guard's deque, also with spikes off)
+        accept = ~bad & running
+        pos = (self._accepted % self.window).reshape(1)
+        kept = self._hist.index_select(0, pos)
+        self._hist.index_copy_(0, pos, torch.where(accept, loss.reshape(1), kept))
+        self._accepted += accept.to(torch.int64)
         self._halted = torch.maximum(self._halted, bad.to(torch.float32))
         return self._halted
 
@@ -214,7 +214,7 @@ class DeviceCrashGuard:
     def state_dict(self) -> dict[str, Any]:
         """:meth:`CrashGuard.state_dict`'s format (loss window oldest first): a host read."""
         hist, accepted = self._hist.tolist(), int(self._accepted)
-        count = min(accepted, self.window) if self._spike_on else 0
+        count = min(accepted, self.window)
         history = [hist[(accepted - count + i) % self.window] for i in range(count)]
         return {"history": history, "divergence_bound": self.rules.divergence_bound}
 
