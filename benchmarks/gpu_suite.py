@@ -204,13 +204,13 @@ def _step_stats(opt: torch.optim.Optimizer, device: str, reps: int) -> dict[str,
         for e in events
         if e.name in ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize")
     ]
-    aten = [e for e in events if e.name.startswith("aten::") and e.cpu_parent is None]
+    aten = [e for e in events if e.name.startswith("aten::")]
     return {
         "ms": statistics.median(times),
         "kernels": len(kernels),
         "launch_calls": len(launches),
         "host_syncs": len(syncs),
-        "top_level_aten_ops": len(aten),
+        "aten_ops": len(aten),
     }
 
 
@@ -497,7 +497,7 @@ def part_distributed(sz: Sizes, workdir: Path) -> list[dict[str, Any]]:
     from weyl.config import TrainConfig
     from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
     from weyl.optim.optim_config import OptimConfig
-    from weyl.train import run_training
+    from weyl.train import fault_injection, run_training
     from weyl.train.loggers import read_jsonl
     from weyl.train.train_config import LoggerConfig, ScheduleConfig, TrainerConfig
 
@@ -544,6 +544,7 @@ def part_distributed(sz: Sizes, workdir: Path) -> list[dict[str, Any]]:
                 first = f"stopped: {err}"
             finally:
                 del os.environ["WEYL_TEST_RAISE_AT_STEP"]
+                fault_injection.reset()  # an installed fault stays armed in this process
             _say(f"  first launch: {first}; resuming")
             t0 = time.perf_counter()
             summary = run_training(cfg, factories=_wrapping_factories(strategy))

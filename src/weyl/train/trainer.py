@@ -186,6 +186,9 @@ class Trainer:
     def restore(self, path: str | Path, restore_stream: bool = True) -> int:
         """Load a checkpoint into model, optimizer, trainer and (optionally) data/RNG state."""
         shared, own = self.p.checkpoints.load(path)
+        # The schedule adds `initial_lr` to every param group before the first update; a fresh
+        # optimizer lacks it, and FSDP2's keyed optimizer state load refuses the mismatch.
+        self.p.schedule.apply(self.p.optimizer, self.step)
         load_model_optimizer_state(
             self.p.model, self.p.optimizer, shared["model"], shared["optimizer"]
         )
