@@ -8,7 +8,8 @@
     tests/diagnostics/reference_model.py (random tokens: the cost does not depend on data).
 (c) Effective rank from ``rank_queries`` sampled query rows (Gram eigenvalues, the default
     route) vs the full SVD, at GPT-2 small's head count (12 layers × 12 heads × 4 probe maps)
-    on maps shrunk from 1024 to ``--map-size`` keys with the same row fraction (128 of 1024):
+    on maps shrunk from 1024 to ``--map-size`` keys with the default's row fraction
+    (``diagnostics.rank_queries`` of 1024, ``--queries-per-1024`` to try others):
     causal softmax maps from dense to one-hot, identity-like and rank-k ones. Prints the
     error of erank/N against the full SVD's, whether the low-rank verdict (< 0.25) agrees,
     and the CPU time ratio.
@@ -165,9 +166,15 @@ def probe_like_maps(count: int, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(maps)
 
 
-def bench_sampled_erank(map_size: int = 256, layers: int = 12, heads: int = 12, samples: int = 4):
+def bench_sampled_erank(
+    map_size: int = 256,
+    per_1024: int = DiagnosticsConfig().rank_queries,
+    layers: int = 12,
+    heads: int = 12,
+    samples: int = 4,
+):
     """Part (c): sampled-query Gram route vs full SVD for the effective rank."""
-    queries = max(1, map_size * 128 // 1024)
+    queries = max(1, map_size * per_1024 // 1024)
     count = layers * heads * samples
     gen = torch.Generator().manual_seed(0)
     maps = probe_like_maps(count, map_size, gen)
@@ -186,7 +193,23 @@ def bench_sampled_erank(map_size: int = 256, layers: int = 12, heads: int = 12, 
         f"|Δ erank/N| max {err.max():.3f}, mean {err.mean():.3f}; low-rank verdict "
         f"(< 0.25) agrees on {agree:.1%} of maps"
     )
+    kind_of = torch.arange(count) % 4
+    kinds = {"random logits": kind_of < 2, "near-identity": kind_of == 2, "rank 1-8": kind_of == 3}
+    per_kind = {}
+    for kind, pick in kinds.items():
+        e, f, g = err[pick], fraction[pick], full_fraction[pick]
+        per_kind[kind] = {
+            "full_mean": g.mean().item(),
+            "sampled_mean": f.mean().item(),
+            "err_max": e.max().item(),
+            "verdict_disagree": int(((f < 0.25) != (g < 0.25)).sum()),
+        }
+        print(
+            f"    {kind:<14} erank/N full {g.mean():.3f}, sampled (erank/m) {f.mean():.3f}, "
+            f"max |Δ| {e.max():.3f}, verdicts differ on {per_kind[kind]['verdict_disagree']}"
+        )
     return {
+        "per_kind": per_kind,
         "maps": count,
         "map_size": map_size,
         "queries": queries,
@@ -203,6 +226,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("a", "b", "c", "all"), default="all")
     p.add_argument("--map-size", type=int, default=256, help="part (c): keys per map")
+    p.add_argument(
+        "--queries-per-1024",
+        type=int,
+        default=DiagnosticsConfig().rank_queries,
+        help="part (c): sampled query rows per 1024 (default: diagnostics.rank_queries)",
+    )
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -212,7 +241,7 @@ def main() -> None:
     if args.part in ("b", "all"):
         bench_training_fraction(args.steps)
     if args.part in ("c", "all"):
-        bench_sampled_erank(args.map_size)
+        bench_sampled_erank(args.map_size, args.queries_per_1024)
 
 
 if __name__ == "__main__":

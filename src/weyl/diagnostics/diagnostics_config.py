@@ -27,7 +27,7 @@ class DiagnosticsConfig:
     rank_samples: int = 4
     # Query rows per probe map (evenly spaced) whose Gram eigenvalues give the effective rank;
     # 0 = all rows (the full SVD). Cheap at long contexts; error: benchmarks/diagnostics.py.
-    rank_queries: int = 128
+    rank_queries: int = 256
     # Save the first probe sample's attention maps (fp16, all heads) to <run_dir>/attention/
     # every N steps for Fig. 2/3 in `weyl report`; 0 = never (H·N² per layer: large for long contexts).
     attention_maps_every: int = 0
