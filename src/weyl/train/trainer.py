@@ -14,7 +14,8 @@ checkpoint steps, the last step, and a step at which this process was signalled)
 update N is then handled at the first sync step S ≥ N exactly as if it had been seen at N (same
 step, reason, weights, checkpoints); what it costs is the S − N forward/backward passes
 computed in between and discarded, and their batches (a rollback continues after them). Other
-optimizers get the verdict read before every ``step()`` (one host sync per update). Under
+optimizers (AdamW², foreach AdamW on a CPU) read loss and grad norm before every ``step()``
+(one host sync per update) and the guard's rule runs on those host floats. Under
 DDP/FSDP the stop flags (preemption, Ctrl-C) travel at sync steps only, so a signal takes
 effect at the next one.
 
@@ -47,7 +48,13 @@ from weyl.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from weyl.train.crash_guard import Crash, CrashGuard, DeviceCrashGuard, divergence_bound_for
+from weyl.train.crash_guard import (
+    Crash,
+    CrashGuard,
+    DeviceCrashGuard,
+    HostCrashGuard,
+    divergence_bound_for,
+)
 from weyl.train.distributed import DistContext
 from weyl.train.exit_codes import CRASHED, INTERRUPTED
 from weyl.train.launcher_watch import dead_launcher
@@ -114,10 +121,12 @@ class Trainer:
         self.device = parts.ctx.device
         bound, origin = divergence_bound_for(cfg.divergence_factor, parts.cfg.model, parts.data)
         rules = CrashGuard(cfg.spike_window, cfg.spike_factor, bound, origin)
-        self.guard = DeviceCrashGuard(rules, self.device)
         # torch's AMP protocol: such an optimizer reads `found_inf` and skips the update on the
         # device when it is 1, so the guard's verdict need not reach the host before step().
         self.skips_on_device = bool(getattr(parts.optimizer, "_step_supports_amp_scaling", False))
+        self.guard: DeviceCrashGuard | HostCrashGuard = (
+            DeviceCrashGuard(rules, self.device) if self.skips_on_device else HostCrashGuard(rules)
+        )
         self.step = 0
         self.best: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
