@@ -188,6 +188,13 @@ def weights_only_planner(whole: bool = False, keys: Iterable[str] | None = None)
 # ---------------------------------------------------------------- state dicts
 
 
+def _state_owners(optimizer: Optimizer) -> Optimizer | tuple[Optimizer, ...]:
+    """The optimizer, or the inner optimizers of a composite one (``inner_optimizers()``, e.g.
+    Muon + AdamW), as torch's state-dict helpers want them."""
+    inner = getattr(optimizer, "inner_optimizers", None)
+    return tuple(inner()) if callable(inner) else optimizer
+
+
 def sharded_state_dict(model: nn.Module, optimizer: Optimizer) -> dict[str, Any]:
     """``{"model": ..., "optim": ...}`` keyed by parameter name, shards only (no gather)."""
     from torch.distributed.checkpoint.state_dict import (
@@ -198,7 +205,7 @@ def sharded_state_dict(model: nn.Module, optimizer: Optimizer) -> dict[str, Any]
     raw = unwrap_model(model)
     return {
         "model": get_model_state_dict(raw),
-        "optim": get_optimizer_state_dict(raw, optimizer),
+        "optim": get_optimizer_state_dict(raw, _state_owners(optimizer)),
     }
 
 
@@ -259,8 +266,10 @@ def load_sharded_state(
     set_model_state_dict(raw, template["model"])
     # Not strict: a parameter without saved state (never had a gradient) gets none, as it had.
     set_optimizer_state_dict(
-        raw, optimizer, template["optim"], options=StateDictOptions(strict=False)
+        raw, _state_owners(optimizer), template["optim"], options=StateDictOptions(strict=False)
     )
+    if callable(getattr(optimizer, "repoint_groups", None)):
+        optimizer.repoint_groups()
 
 
 def read_sharded_state(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, Any]:
