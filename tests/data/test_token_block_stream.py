@@ -1,4 +1,5 @@
-"""Block sampling from token memmaps: shift-by-one targets, exact resume, per-rank streams, val pass."""
+"""Block sampling from token memmaps: shift-by-one targets, exact resume (also at another world
+size), disjoint rank streams in one global order, val pass."""
 
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ def test_exact_resume_through_torch_save(ramp: Path) -> None:
 
 def test_ranks_and_seeds_give_different_streams(ramp: Path) -> None:
     def first(seed: int, rank: int) -> torch.Tensor:
-        return next(TokenBlockStream(ramp, block_size=8, batch_size=16, seed=seed, rank=rank))[0][
-            :, 0
-        ]
+        stream = TokenBlockStream(
+            ramp, block_size=8, batch_size=16, seed=seed, rank=rank, world_size=2
+        )
+        return next(stream)[0][:, 0]
 
     assert not torch.equal(first(0, 0), first(0, 1))
     assert not torch.equal(first(0, 1), first(1, 0))
@@ -95,3 +97,57 @@ def test_changed_data_refuses_resume(ramp: Path, tmp_path: Path) -> None:
     write_token_file(other, [np.arange(100)], 100)
     with pytest.raises(ValueError, match="changed"):
         TokenBlockStream(other, block_size=8, batch_size=2).load_state_dict(state)
+
+
+def _update_starts(streams: list[TokenBlockStream], accum: int) -> list[int]:
+    """Block starts of one update: ``accum`` micro batches of every rank, as the trainer draws."""
+    starts: list[int] = []
+    for _ in range(accum):
+        for stream in streams:
+            starts += next(stream)[0][:, 0].tolist()
+    return sorted(starts)
+
+
+def _ranks(ramp: Path, world: int, batch: int, seed: int = 4) -> list[TokenBlockStream]:
+    return [
+        TokenBlockStream(ramp, block_size=8, batch_size=batch, seed=seed, rank=r, world_size=world)
+        for r in range(world)
+    ]
+
+
+def test_an_update_holds_the_same_samples_at_every_world_size(ramp: Path) -> None:
+    # global batch 8: 1 rank x 8, 2 ranks x 4, 4 ranks x 2, and 2 ranks x 2 micro x 2 accum
+    one = _ranks(ramp, 1, 8)
+    reference = [_update_starts(one, 1) for _ in range(5)]
+    for world, batch, accum in ((2, 4, 1), (4, 2, 1), (2, 2, 2)):
+        streams = _ranks(ramp, world, batch)
+        assert [_update_starts(streams, accum) for _ in range(5)] == reference, (world, accum)
+    # the samples of different updates are different draws (not one block repeated)
+    assert len({tuple(u) for u in reference}) == 5
+
+
+def test_a_position_saved_at_two_ranks_resumes_at_four_and_at_one(ramp: Path) -> None:
+    one = _ranks(ramp, 1, 8)
+    reference = [_update_starts(one, 1) for _ in range(6)]
+    two = _ranks(ramp, 2, 4)
+    for _ in range(3):
+        _update_starts(two, 1)
+    state = torch.load(_saved(two[0].state_dict()), weights_only=True)
+    assert state["samples"] == 24  # 3 updates of 8, counted over both ranks
+    for world, batch in ((4, 2), (1, 8)):
+        streams = _ranks(ramp, world, batch)
+        for s in streams:
+            s.load_state_dict(state)
+        # no sample of updates 1-3 again, none of 4-6 skipped
+        assert [_update_starts(streams, 1) for _ in range(3)] == reference[3:], world
+    # 24 samples are no whole number of batches of 5: refused, not silently shifted
+    bad = TokenBlockStream(ramp, block_size=8, batch_size=5, rank=0, world_size=1)
+    with pytest.raises(ValueError, match="global_batch_size"):
+        bad.load_state_dict(state)
+
+
+def _saved(state: dict) -> io.BytesIO:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf

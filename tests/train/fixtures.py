@@ -58,16 +58,27 @@ class SyntheticTokenStream:
     def __next__(self) -> tuple[Tensor, Tensor]:
         first = (self.calls * self.world_size + self.rank) * self.batch_size
         idx = torch.arange(first, first + self.batch_size) + self.offset
+        log_dir = os.environ.get("WEYL_TEST_SAMPLE_LOG")
+        if log_dir and self.offset == 0:  # the training stream: record which samples it served
+            with open(Path(log_dir) / f"samples.rank{self.rank}.txt", "a") as f:
+                f.write(" ".join(map(str, idx.tolist())) + "\n")
         starts = (idx * 7919) % (self.corpus.numel() - BLOCK - 1)
         rows = torch.stack([self.corpus[s : s + BLOCK + 1] for s in starts.tolist()])
         self.calls += 1
         return rows[:, :-1].clone(), rows[:, 1:].clone()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls}
+        # The global sample counter too, so a resume at another world size continues exactly.
+        return {"calls": self.calls, "samples": self.calls * self.world_size * self.batch_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.calls = int(state["calls"])
+        if "samples" not in state:
+            self.calls = int(state["calls"])
+            return
+        per_call = self.world_size * self.batch_size
+        if int(state["samples"]) % per_call:
+            raise ValueError(f"{state['samples']} samples is not a multiple of {per_call}")
+        self.calls = int(state["samples"]) // per_call
 
 
 def build_synthetic_data(

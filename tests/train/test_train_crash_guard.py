@@ -8,10 +8,11 @@ import torch
 from tests.train.fixtures import synthetic_factories, tiny_config
 from weyl.diagnostics.diagnostics_config import DiagnosticsConfig
 from weyl.train import fault_injection, run_training
-from weyl.train.checkpoint import latest_checkpoint, load_file
+from weyl.train.checkpoint import latest_checkpoint
 from weyl.train.crash_guard import CrashGuard
 from weyl.train.exit_codes import CRASHED
 from weyl.train.loggers import read_jsonl
+from weyl.train.sharded_state import model_weights
 
 
 def test_guard_flags_non_finite_and_spikes_over_the_running_median():
@@ -56,8 +57,7 @@ def test_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
     # the diverged update was never applied or saved: newest checkpoint is step 3, intact
     ckpt = latest_checkpoint(tmp_path / "checkpoints")
     assert ckpt.name == "step_00000003" and status["last_good_checkpoint"] == str(ckpt)
-    state = load_file(ckpt / "state.pt")
-    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(torch.isfinite(v).all() for v in model_weights(ckpt).values())
 
 
 def test_rollback_resumes_from_the_last_good_checkpoint(tmp_path, nan_at_5):
@@ -78,8 +78,8 @@ def _damage_checkpoints_after_saving(monkeypatch, steps: set[int]) -> None:
 
     save = CheckpointManager.save
 
-    def save_then_damage(self, step, shared, rank_state):
-        path = save(self, step, shared, rank_state)
+    def save_then_damage(self, step, shared, rank_state, sharded=None):
+        path = save(self, step, shared, rank_state, sharded)
         if step in steps:
             state = path / "state.pt"
             data = bytearray(state.read_bytes())

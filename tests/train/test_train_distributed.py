@@ -21,7 +21,8 @@ from tests.train.fixtures import (
 from tests.train.test_train_signals import _wait_for_step
 from weyl.optim.optim_config import OptimConfig
 from weyl.train import run_training
-from weyl.train.checkpoint import latest_checkpoint, load_file
+from weyl.train.checkpoint import latest_checkpoint
+from weyl.train.sharded_state import model_weights
 
 pytestmark = pytest.mark.distributed
 
@@ -53,8 +54,8 @@ def test_ddp_matches_single_process_and_ranks_agree(ddp_baseline, tmp_path):
     for step in a:  # same global batch; only the all-reduce summation order differs
         assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-5, abs=1e-6)
     assert a[10]["eval/loss"] == pytest.approx(b[10]["eval/loss"], rel=1e-5)
-    w_ddp = load_file(latest_checkpoint(run / "checkpoints") / "state.pt")["model"]
-    w_one = load_file(latest_checkpoint(single / "checkpoints") / "state.pt")["model"]
+    w_ddp = model_weights(latest_checkpoint(run / "checkpoints"))
+    w_one = model_weights(latest_checkpoint(single / "checkpoints"))
     for name in w_one:
         assert torch.allclose(w_ddp[name], w_one[name], rtol=1e-4, atol=1e-6), name
     assert summary["state"] == "finished"
@@ -112,9 +113,9 @@ def test_fsdp2_with_adamw2_matches_ddp(ddp_baseline, tmp_path):
     assert sorted(a) == sorted(b)
     for step in a:
         assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-4, abs=1e-5), step
-    # the FSDP checkpoint holds full (gathered) weights, loadable without a process group
-    w_fsdp = load_file(latest_checkpoint(run / "checkpoints") / "state.pt")["model"]
-    w_ddp = load_file(latest_checkpoint(ddp_baseline[0] / "checkpoints") / "state.pt")["model"]
+    # the FSDP checkpoint's shards read back as full weights without a process group
+    w_fsdp = model_weights(latest_checkpoint(run / "checkpoints"))
+    w_ddp = model_weights(latest_checkpoint(ddp_baseline[0] / "checkpoints"))
     assert set(w_fsdp) == set(w_ddp)
     for name in w_ddp:
         assert w_fsdp[name].shape == w_ddp[name].shape

@@ -15,8 +15,34 @@ from pathlib import Path
 import torch
 
 from tests.train.fixtures import config_from_dict, synthetic_factories
-from weyl.train import run_training
+from weyl.train import fault_injection, run_training
 from weyl.train.distributed import exit_launched_worker
+
+
+class DumpRestoredState(fault_injection.NoFaults):
+    """``WEYL_TEST_DUMP_RESTORED=FILE``: after set-up (and the resume), rank 0 writes the full
+    model and optimizer state dicts (gathered under FSDP2, keyed by parameter name) to FILE."""
+
+    def __init__(self, path: str, models: list, optimizers: list) -> None:
+        self.path, self.models, self.optimizers = path, models, optimizers
+
+    def after_setup(self) -> None:
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        model, opt = self.models[0], self.optimizers[0]
+        full = dist.is_initialized()
+        opts = StateDictOptions(full_state_dict=full, cpu_offload=full)
+        state = {
+            "model": get_model_state_dict(model, options=opts),
+            "optim": get_optimizer_state_dict(model, opt, options=opts),
+        }
+        if not full or dist.get_rank() == 0:
+            torch.save(state, self.path)
 
 
 def main() -> int:
@@ -29,6 +55,15 @@ def main() -> int:
     built = []
     build_model = factories.build_model
     factories.build_model = lambda c: built.append(build_model(c)) or built[-1]
+    optimizers = []
+    build_optimizer = factories.build_optimizer
+    factories.build_optimizer = lambda m, c: (
+        optimizers.append(build_optimizer(m, c)) or optimizers[-1]
+    )
+    if os.environ.get("WEYL_TEST_DUMP_RESTORED"):
+        fault_injection.hooks = DumpRestoredState(
+            os.environ["WEYL_TEST_DUMP_RESTORED"], built, optimizers
+        )
     summary = run_training(cfg, factories=factories)
     print("SUMMARY " + json.dumps(summary, default=str), flush=True)
     if cfg.trainer.strategy == "ddp":  # a digest of this rank's final weights

@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "weyl.commands.compare",
         "overlay several runs (e.g. warmup vs no-warmup) and print a comparison table",
     ),
+    "export": (
+        "weyl.commands.export",
+        "write a checkpoint's model weights as one torch.save file (from sharded DCP shards)",
+    ),
     "modes": (
         "weyl.commands.modes",
         "simulate Appendix G's three attention modes and their SEC / entropy signatures",

@@ -98,5 +98,7 @@ class ShardedEpochSampler:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
         old_world = int(state["world_size"])
         if old_world != self.world_size:
-            # Exactness is impossible across world sizes; keep the fraction of the epoch done.
+            # All ranks deal one permutation round-robin, so after `index` samples per rank the
+            # first index·W of it are consumed at any W: the same global position continues
+            # exactly (when divisible; the epoch's dropped tail, size mod W, differs by W).
             self.index = min(self.index * old_world // self.world_size, len(self))

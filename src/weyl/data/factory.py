@@ -110,7 +110,12 @@ def build_text_data(
         )
     train_bin, val_bin = out_dir / "train.bin", out_dir / "val.bin"
     stream = TokenBlockStream(
-        train_bin, block_size=cfg.block_size, batch_size=batch_size, seed=seed, rank=rank
+        train_bin,
+        block_size=cfg.block_size,
+        batch_size=batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
     )
     make_val = functools.partial(
         iter_val_blocks,

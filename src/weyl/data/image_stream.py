@@ -86,9 +86,15 @@ class ImageBatchStream:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; prefetched batches from the old position are dropped."""
+        """Restore :meth:`state_dict`; prefetched batches from the old position are dropped.
+
+        At another world size the sampler maps the epoch position (see
+        :class:`ShardedEpochSampler`) and the mixup RNG keeps its fresh per-rank seed: its draws
+        are per batch, and batches hold other samples at another world size.
+        """
+        same_world = int(state["sampler"]["world_size"]) == self.sampler.world_size
         self.sampler.load_state_dict(state["sampler"])
-        if self.mixer is not None and state.get("mix") is not None:
+        if self.mixer is not None and state.get("mix") is not None and same_world:
             self.mixer.load_state_dict(state["mix"])
         self._batches = None
 

@@ -1,8 +1,12 @@
 """Contiguous blocks from a token memmap: the infinite training stream and the val pass.
 
-Training blocks start at uniformly random offsets (as nanoGPT's ``get_batch``), drawn from a
-``torch.Generator`` owned by the stream and seeded from ``(seed, rank)``, so each rank sees a
-different stream and ``state_dict()`` captures everything needed for an exact resume.
+Training blocks start at uniformly random offsets (as nanoGPT's ``get_batch``) in one global
+order: global sample ``k`` starts at ``stream_seed(seed, k) mod (tokens − block)``, a counter-
+based draw that needs no generator state. Rank ``r`` of ``W``, micro batch ``B``, takes samples
+``(c·W + r)·B … +B`` in its ``c``-th batch, so the ``accum`` micro batches of all ranks in one
+update cover global samples ``[u·G, (u+1)·G)`` (``G`` the global batch) whatever ``W``, ``B``
+and ``accum`` are. The stream's whole state is the global sample counter: a checkpoint taken
+at ``W`` ranks resumes at any ``W'`` with every sample served once (given the same global batch).
 Validation uses non-overlapping blocks in a fixed shuffled order, strided over ranks.
 """
 
@@ -59,54 +63,82 @@ class TokenBlockStream:
         batch_size: int,
         seed: int = 0,
         rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if block_size < 1 or batch_size < 1:
             raise ValueError(
                 f"block_size and batch_size must be >= 1, got {block_size}, {batch_size}"
             )
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}"
+            )
         self.path = Path(path)
         self.block_size, self.batch_size = block_size, batch_size
-        self.seed, self.rank = seed, rank
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.num_tokens = len(open_tokens(self.path))
         if self.num_tokens < block_size + 1:
             raise ValueError(
                 f"{self.path} has {self.num_tokens} tokens, fewer than block_size+1={block_size + 1}; "
                 "lower data.block_size"
             )
-        self.generator = torch.Generator().manual_seed(stream_seed(seed, rank))
         self.batches_served = 0
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self
 
+    def sample_start(self, k: int) -> int:
+        """Token offset of global sample ``k``'s block."""
+        return stream_seed(self.seed, k) % (self.num_tokens - self.block_size)
+
+    def next_samples(self) -> range:
+        """Global indices of the samples the next batch of this rank holds."""
+        first = (self.batches_served * self.world_size + self.rank) * self.batch_size
+        return range(first, first + self.batch_size)
+
     def __next__(self) -> tuple[Tensor, Tensor]:
-        starts = torch.randint(
-            self.num_tokens - self.block_size, (self.batch_size,), generator=self.generator
-        )
+        starts = torch.tensor([self.sample_start(k) for k in self.next_samples()])
         # A fresh memmap per batch keeps resident pages from piling up over long runs.
         batch = _blocks_at(open_tokens(self.path), starts, self.block_size)
         self.batches_served += 1
         return batch
 
+    @property
+    def samples_served(self) -> int:
+        """Global samples all ranks together have consumed (at a boundary of this rank's batch)."""
+        return self.batches_served * self.world_size * self.batch_size
+
     def state_dict(self) -> dict[str, Any]:
-        """Generator state and counters; restoring it replays the identical batch sequence."""
+        """The global sample counter (world-size free) and what identifies the stream."""
         return {
-            "generator": self.generator.get_state(),
+            "samples": self.samples_served,
             "batches_served": self.batches_served,
             "seed": self.seed,
-            "rank": self.rank,
             "num_tokens": self.num_tokens,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict` (ValueError if the data file changed size)."""
+        """Restore a position saved at any world size and micro batch with the same global batch
+        (ValueError if the data file changed size or the position falls inside this layout's
+        batch)."""
         if int(state["num_tokens"]) != self.num_tokens:
             raise ValueError(
                 f"checkpointed stream had {state['num_tokens']} tokens, {self.path} has "
                 f"{self.num_tokens}: the data set changed since the checkpoint"
             )
-        self.generator.set_state(state["generator"])
-        self.batches_served = int(state["batches_served"])
+        per_batch = self.world_size * self.batch_size
+        if "samples" not in state:
+            # Saved before the global order (a per-rank generator): keep the batch count.
+            self.batches_served = int(state["batches_served"])
+            return
+        samples = int(state["samples"])
+        if samples % per_batch:
+            raise ValueError(
+                f"the checkpoint's stream stopped after {samples} samples, not a multiple of "
+                f"world size x micro batch = {per_batch}; resume with the same "
+                "trainer.global_batch_size"
+            )
+        self.batches_served = samples // per_batch
 
 
 def val_block_starts(

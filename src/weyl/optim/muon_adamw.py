@@ -105,6 +105,16 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def _inners(self) -> list[torch.optim.Optimizer]:
         return [self.muon] if self.adamw is None else [self.muon, self.adamw]
 
+    def inner_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers that hold the state; torch's distributed state-dict helpers take them
+        as a tuple (one state dict keyed by parameter name). After loading through them, call
+        :meth:`repoint_groups`."""
+        return self._inners()
+
+    def repoint_groups(self) -> None:
+        """Point ``param_groups`` at the inner optimizers' groups again (a load rebuilds them)."""
+        self.param_groups = self._inner_groups()
+
     def _inner_groups(self) -> list[dict]:
         return [g for opt in self._inners() for g in opt.param_groups]
 

@@ -1,42 +1,52 @@
-"""Atomic, resumable checkpoints: model, optimizer, trainer state, and per-rank data/RNG state.
+"""Atomic, resumable checkpoints: sharded model/optimizer state, trainer state, per-rank state.
 
-Layout under ``<run_dir>/checkpoints``::
+Layout under ``<run_dir>/checkpoints`` (format 3)::
 
     step_00001000/
-        state.pt          model, optimizer (AdamW² vectors included), step, trainer state
+        __0_0.distcp      rank 0's shards of model and optimizer (torch.distributed.checkpoint)
+        __1_0.distcp      rank 1's ...
+        .metadata         DCP's index of the shards (written by rank 0 after every rank's shards)
+        state.pt          step, trainer state, rank 0's data-stream position (world-size free)
         rank_00000.pt     rank 0's data-stream state and RNG states
         rank_00001.pt     ...
+        manifest.json     written last: the commit marker
 
-A checkpoint is written into ``.tmp-step_00001000/`` (same file system), every file is fsynced,
-``manifest.json`` is written last, then rank 0 renames the directory and fsyncs the parent.
-Readers ignore ``.tmp-*`` leftovers of a killed write, so the previous checkpoint stays the newest
-loadable one; a write that fails (disk full) removes its ``.tmp-*`` directory. Under DDP every
-rank writes its own rank file into the temporary directory before rank 0's rename (barriers
-order the steps).
+A checkpoint is written into ``.tmp-step_00001000/`` (same file system): every rank writes its
+own model/optimizer shards with DCP (:mod:`weyl.train.sharded_state`: no gather onto rank 0,
+the same format under DDP, FSDP2 and in one process, loadable at any world size) and its rank
+file; rank 0 then writes ``state.pt`` and ``manifest.json`` (last), renames the directory and
+fsyncs the parent. Readers ignore ``.tmp-*`` leftovers of a killed write, so the previous
+checkpoint stays the newest loadable one; a write that fails (disk full) removes its ``.tmp-*``
+directory.
 
-**Self-verifying (format 2).** ``manifest.json`` holds the format, step, world size and, for
-every file, its size and CRC-32 (zlib, ~1.2 GB/s), summed while ``torch.save`` streams the bytes
-out, so a save costs no extra read: measured +0.2 s on a 268 MB state.pt whose save + fsync took
-0.7-2.4 s; verifying on resume reads each file once more (0.3 s for that file). A checkpoint is *good* when its
-manifest lists a file for every rank of the current world size, every file has its recorded
-size and CRC, and every file loads with ``torch.load(weights_only=True)``. Resuming with
-``resume=auto`` takes the newest good checkpoint: a damaged newer one (truncated, zeroed, a
-rank file deleted or overwritten) is skipped with one warning line naming the file and why,
-and recorded in :attr:`CheckpointManager.skipped` (the runner logs it to metrics.jsonl as a
-``checkpoint_skipped`` event). When none is good, :class:`CheckpointError` (a ValueError: one
-line, exit code 2) names each one and why. Format-1 checkpoints (no manifest) still load;
-for them "good" means the files load and the rank file of the current world size exists.
-Pruning to ``keep_last`` counts only checkpoints that pass the cheap checks (manifest, sizes),
-so it never deletes the last good one to keep a damaged newer one.
+**Asynchronous saves** (``trainer.checkpoint_async``): the trainer is blocked only while DCP
+copies the shards into a CPU staging buffer; a background thread per rank writes them, gathers
+every rank's file digests and rank 0 commits (state.pt, manifest, rename) as above, so the files
+are the same as a synchronous save's. One save is in flight at a time: the next save, a resume,
+a rollback and the end of the run wait for it first. A kill before the commit leaves the
+previous checkpoint the newest.
 
-Under FSDP2 we gather *full* state dicts (``get_model_state_dict`` / ``get_optimizer_state_dict``
-with ``full_state_dict=True, cpu_offload=True``) and rank 0 writes them in the same format;
-loading hands the full dicts to ``set_*_state_dict``, which re-shards them. This keeps one
-checkpoint format and is fine up to models that fit in host memory (all of the paper's);
-sharded DCP checkpoints would be the next step for larger ones.
+**Self-verifying.** ``manifest.json`` holds the format, step, world size and, for every file,
+its size and CRC-32 (zlib, ~1.2 GB/s): each rank sums its own files (rank file while it is
+streamed out, shards after DCP wrote them) and rank 0 gathers them, so no rank reads another
+rank's files. A checkpoint is *good* when every file listed has its recorded size and CRC and
+``state.pt`` and this rank's file load with ``torch.load(weights_only=True)``; on resume each
+rank checks ``state.pt``, ``.metadata``, its own rank file and every ``world_size``-th shard, so
+together the ranks read the checkpoint once. Resuming with ``resume=auto`` takes the newest good
+checkpoint: a damaged newer one (truncated, zeroed, a file deleted or overwritten) is skipped
+with one warning line naming the file and why, and recorded in :attr:`CheckpointManager.skipped`
+(the runner logs it to metrics.jsonl as a ``checkpoint_skipped`` event). When none is good,
+:class:`CheckpointError` (a ValueError: one line, exit code 2) names each one and why. Pruning to
+``keep_last`` counts only checkpoints that pass the cheap checks (manifest, sizes), so it never
+deletes the last good one to keep a damaged newer one.
 
-Everything is stored as tensors or plain containers so loading works with
-``torch.load(..., weights_only=True)``.
+**Older formats load.** Format 2 (``state.pt`` holding full model and optimizer state dicts,
+manifest with CRCs) and format 1 (no manifest) are read as before and their full state dicts
+handed to ``set_*_state_dict`` (re-sharded under FSDP2); for format 1, "good" means the files
+load and the rank file of the current world size exists.
+
+Nothing is pickled code: ``state.pt`` and rank files load with ``torch.load(weights_only=True)``
+and DCP's files through :mod:`weyl.train.sharded_state`'s weights-only reader.
 """
 
 from __future__ import annotations
@@ -47,8 +57,10 @@ import os
 import random
 import re
 import shutil
+import threading
 import zlib
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -61,9 +73,19 @@ from weyl.durable_files import TMP_PREFIX, fsync_dir, replace_durably, temp_path
 from weyl.train import fault_injection
 from weyl.train.distributed import DistContext
 from weyl.train.model_wrapping import is_fsdp, unwrap_model
+from weyl.train.sharded_state import (
+    METADATA,
+    SHARD_SUFFIX,
+    async_save_sharded_state,
+    load_sharded_state,
+    raise_storage_error,
+    save_sharded_state,
+    shard_files,
+)
 
-# 2: manifest.json with sizes and CRC-32s (written last); 1: no manifest.
-CHECKPOINT_FORMAT = 2
+# 3: model/optimizer as DCP shards; 2: manifest.json with sizes and CRC-32s (written last),
+# full state dicts in state.pt; 1: no manifest.
+CHECKPOINT_FORMAT = 3
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -265,7 +287,8 @@ def _sizes_match(path: Path) -> bool:
 
 
 def verify_checkpoint(path: Path, world_size: int, rank: int) -> dict[str, Any] | None:
-    """Check sizes and CRCs of ``state.pt`` and this rank's file against the manifest.
+    """Check sizes and CRCs of ``state.pt``, this rank's file and (format 3) ``.metadata`` and
+    this rank's share of the shard files against the manifest.
 
     Returns the manifest (None for format 1); raises :class:`CheckpointError` naming the file.
     """
@@ -276,6 +299,10 @@ def verify_checkpoint(path: Path, world_size: int, rank: int) -> dict[str, Any] 
     needed = ["state.pt"]
     if int(manifest.get("world_size", -1)) == world_size:
         needed.append(rank_file_name(rank))
+    if METADATA in files:
+        # Every rank checks every world_size-th shard: together they read each file once.
+        shards = sorted(n for n in files if n.endswith(SHARD_SUFFIX))
+        needed += [METADATA, *shards[rank::world_size]]
     for name in needed:
         file = path / name
         if name not in files:
@@ -289,6 +316,11 @@ def verify_checkpoint(path: Path, world_size: int, rank: int) -> dict[str, Any] 
         if got.crc32 != want.crc32:
             raise CheckpointError(f"{file} does not match its checksum (damaged)")
     return manifest
+
+
+def has_sharded_state(path: str | Path) -> bool:
+    """True for a format-3 checkpoint dir (model and optimizer in DCP shards)."""
+    return (Path(path) / METADATA).is_file()
 
 
 def _load_checked(file: Path) -> Any:
@@ -323,19 +355,54 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return None
 
 
-class CheckpointManager:
-    """Writes and finds checkpoints of one run; all ranks call :meth:`save` together."""
+@dataclass
+class _PendingSave:
+    """An asynchronous save whose shards are still being written (see :class:`CheckpointManager`)."""
 
-    def __init__(self, ckpt_dir: str | Path, ctx: DistContext, keep_last: int = 2) -> None:
+    step: int
+    future: Future
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+    files: dict[str, FileDigest] = field(default_factory=dict)
+
+
+class CheckpointManager:
+    """Writes and finds checkpoints of one run; all ranks call :meth:`save` together.
+
+    ``async_save``: :meth:`save` returns once DCP has staged the shards; the rest runs in a
+    background thread (see the module docstring) and :meth:`wait` joins it.
+    """
+
+    def __init__(
+        self, ckpt_dir: str | Path, ctx: DistContext, keep_last: int = 2, async_save: bool = False
+    ) -> None:
         self.dir = Path(ckpt_dir)
         self.ctx = ctx
         self.keep_last = keep_last
+        self.async_save = async_save
         # Checkpoints the last :meth:`load_newest_good` passed over, newest first.
         self.skipped: list[SkippedCheckpoint] = []
         self._preloaded: tuple[Path, dict[str, Any], dict[str, Any] | None] | None = None
+        self._pending: _PendingSave | None = None
+        self._async_group = None
+        if async_save and ctx.is_distributed:
+            import torch.distributed as dist
 
-    def save(self, step: int, shared: dict[str, Any], rank_state: dict[str, Any]) -> Path:
-        """Write checkpoint ``step``: ``shared`` from rank 0, ``rank_state`` from every rank."""
+            # The background thread's collectives must not interleave with training's: they get
+            # their own gloo group (DCP's async save needs a CPU backend anyway).
+            self._async_group = dist.new_group(backend="gloo")
+
+    def save(
+        self,
+        step: int,
+        shared: dict[str, Any],
+        rank_state: dict[str, Any],
+        sharded: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write checkpoint ``step``: ``shared`` from rank 0, ``rank_state`` from every rank and
+        ``sharded`` (model/optimizer state dicts, :func:`weyl.train.sharded_state.sharded_state_dict`)
+        as every rank's DCP shards. Asynchronous saves return before the files are complete."""
+        self.wait()  # one save in flight at a time
         final = self.dir / step_dir_name(step)
         tmp = self.dir / f"{TMP_PREFIX}{final.name}"
         if self.ctx.is_main:
@@ -344,13 +411,23 @@ class CheckpointManager:
             tmp.mkdir()
         self.ctx.barrier()
         try:
-            save_file_durably(
-                {**rank_state, "rank": self.ctx.rank}, tmp / rank_file_name(self.ctx.rank)
-            )
-            self.ctx.barrier()
-            if self.ctx.is_main:
-                fault_injection.hooks.in_checkpoint_write(step)
-                self._finish(step, shared, tmp, final)
+            name = rank_file_name(self.ctx.rank)
+            own = {name: save_file_durably({**rank_state, "rank": self.ctx.rank}, tmp / name)}
+            if sharded is not None and self.async_save:
+                future = async_save_sharded_state(sharded, tmp, self._async_group)
+                pending = _PendingSave(step, future, files=own)
+                pending.thread = threading.Thread(
+                    target=self._finish_in_background,
+                    args=(pending, shared, tmp, final),
+                    name=f"weyl-checkpoint-{step}",
+                    daemon=True,
+                )
+                self._pending = pending
+                pending.thread.start()
+                return final
+            if sharded is not None:
+                save_sharded_state(sharded, tmp)
+            self._commit(step, shared, tmp, final, own, sharded is not None, None)
         except BaseException:
             if self.ctx.is_main:  # a full disk must not also be left holding a partial copy
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -358,10 +435,70 @@ class CheckpointManager:
         self.ctx.barrier()
         return final
 
-    def _finish(self, step: int, shared: dict[str, Any], tmp: Path, final: Path) -> None:
+    def _finish_in_background(
+        self, pending: _PendingSave, shared: dict[str, Any], tmp: Path, final: Path
+    ) -> None:
+        try:
+            try:
+                pending.future.result()
+            except BaseException as err:  # DCP wraps a failed write (and it is a BaseException)
+                raise_storage_error(err, tmp, self.ctx.rank)
+            self._commit(pending.step, shared, tmp, final, pending.files, True, self._async_group)
+        except BaseException as err:
+            pending.error = err
+            if self.ctx.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def wait(self) -> None:
+        """Block until an asynchronous save in flight is committed (all ranks call it together);
+        re-raises its failure. A no-op when none is."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.thread is not None:
+            pending.thread.join()
+        self.ctx.barrier()  # rank 0's commit is done before any rank goes on
+        if pending.error is not None:
+            raise pending.error
+
+    def _commit(
+        self,
+        step: int,
+        shared: dict[str, Any],
+        tmp: Path,
+        final: Path,
+        own: dict[str, FileDigest],
+        has_shards: bool,
+        group: Any,
+    ) -> None:
+        """Every rank: digest its shards, gather all digests on rank 0; rank 0: finish."""
+        files = dict(own)
+        if has_shards:
+            files.update({p.name: file_digest(p) for p in shard_files(tmp, self.ctx.rank)})
+        gathered = [files]
+        if self.ctx.is_distributed:
+            import torch.distributed as dist
+
+            gathered = [{} for _ in range(self.ctx.world_size)]
+            dist.all_gather_object(gathered, files, group=group)
+        if not self.ctx.is_main:
+            return
+        fault_injection.hooks.in_checkpoint_write(step)
+        merged = {name: d for part in gathered for name, d in part.items()}
+        if has_shards:
+            merged[METADATA] = file_digest(tmp / METADATA)
+        self._finish(step, shared, tmp, final, merged)
+
+    def _finish(
+        self,
+        step: int,
+        shared: dict[str, Any],
+        tmp: Path,
+        final: Path,
+        files: dict[str, FileDigest],
+    ) -> None:
         """Rank 0: state.pt, then the manifest (written last), rename, prune."""
         world = self.ctx.world_size
-        files = {rank_file_name(r): file_digest(tmp / rank_file_name(r)) for r in range(world)}
         files["state.pt"] = save_file_durably(
             {**shared, "format": CHECKPOINT_FORMAT, "step": step, "world_size": world},
             tmp / "state.pt",
@@ -395,6 +532,7 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         """Newest checkpoint of this run that looks complete (see :func:`latest_checkpoint`)."""
+        self.wait()
         return latest_checkpoint(self.dir)
 
     def _read(self, path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -419,6 +557,7 @@ class CheckpointManager:
 
         Raises :class:`CheckpointError` (one line) when ``path`` is damaged or incomplete.
         """
+        self.wait()
         path = Path(path)
         if self._preloaded is not None and self._preloaded[0] == path:
             _, shared, own = self._preloaded
@@ -438,6 +577,7 @@ class CheckpointManager:
         loaded state is handed out by the next :meth:`load` of the returned path. Raises
         :class:`CheckpointError` when checkpoints exist but none is good.
         """
+        self.wait()
         self.skipped = []
         candidates = list_checkpoints(self.dir)
         for step, path in reversed(candidates):
@@ -465,3 +605,8 @@ class CheckpointManager:
                 "kept as they are; to start over choose another run_dir=..."
             )
         return None
+
+    def load_sharded(self, path: str | Path, model: nn.Module, optimizer: Optimizer) -> None:
+        """Load format-3 checkpoint ``path``'s model and optimizer shards in place, resharded to
+        this run's layout (a collective: all ranks call it)."""
+        load_sharded_state(path, model, optimizer)

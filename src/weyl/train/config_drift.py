@@ -23,6 +23,7 @@ OBSERVATION_KEYS: tuple[str, ...] = (
     "trainer.eval_batches",
     "trainer.ckpt_every",
     "trainer.keep_last",
+    "trainer.checkpoint_async",
     "trainer.resume",
     "trainer.requeue",
 )

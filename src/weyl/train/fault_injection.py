@@ -5,7 +5,8 @@
 - ``WEYL_TEST_KILL_AT_STEP=N``: the process SIGKILLs itself right after step ``N`` is complete
   (after its checkpoint, if one is due), like a node dying.
 - ``WEYL_TEST_KILL_IN_CHECKPOINT_AT_STEP=N``: SIGKILL in the middle of writing the checkpoint of
-  step ``N`` (after the per-rank files, before the model/optimizer file and the rename).
+  step ``N`` (after the model/optimizer shards and the per-rank files, before state.pt, the
+  manifest and the rename; in the background thread of an asynchronous save).
 - ``WEYL_TEST_STEP_SLEEP=S``: sleep ``S`` seconds per step, so a test can signal a running job.
 - ``WEYL_TEST_SETUP_SLEEP=S``: sleep ``S`` seconds at the end of set-up, before the loop (a
   test signals the run there to exercise a Ctrl-C during set-up).
@@ -52,7 +53,7 @@ class NoFaults:
         """After step ``step`` is complete (logged, checkpointed if due)."""
 
     def in_checkpoint_write(self, step: int) -> None:
-        """Rank 0, mid-write of checkpoint ``step`` (rank files written, no state.pt yet)."""
+        """Rank 0, mid-write of checkpoint ``step`` (shards and rank files written, no state.pt)."""
 
 
 class EnvFaults(NoFaults):

@@ -267,7 +267,12 @@ def run_training(
             samples_per_epoch=data.samples_per_epoch,
             global_batch_size=cfg.trainer.global_batch_size,
         )
-        ckpt = CheckpointManager(run_dir / "checkpoints", ctx, cfg.trainer.keep_last)
+        ckpt = CheckpointManager(
+            run_dir / "checkpoints",
+            ctx,
+            cfg.trainer.keep_last,
+            async_save=cfg.trainer.checkpoint_async,
+        )
         parts = TrainerParts(
             cfg=cfg,
             ctx=ctx,

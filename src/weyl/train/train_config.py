@@ -129,6 +129,9 @@ class TrainerConfig:
     log_every: int = 10
     ckpt_every: int = 250
     keep_last: int = 2
+    # Write checkpoints in a background thread: training waits only while the shards are copied
+    # to a CPU staging buffer (torch.distributed.checkpoint.async_save); same files as sync.
+    checkpoint_async: bool = False
     # "auto" (continue the run in run_dir if its config is the same), "force" (continue it
     # even if trajectory keys changed), "never" (start fresh; the old run is moved aside), or a
     # checkpoint path. See weyl.train.launch.

@@ -27,24 +27,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from weyl.config import TrainConfig
+from weyl.data.token_blocks import stream_seed
 from weyl.diagnostics.optimizer_view import clip_active, lr_summary
 from weyl.train import fault_injection
 from weyl.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
     load_model_optimizer_state,
-    model_optimizer_state,
     rng_state,
     set_rng_state,
 )
@@ -62,6 +64,7 @@ from weyl.train.loggers import MetricLoggers
 from weyl.train.model_wrapping import is_fsdp, unwrap_compiled
 from weyl.train.run_status import write_status
 from weyl.train.schedule import LRSchedule
+from weyl.train.sharded_state import sharded_state_dict
 from weyl.train.signals import PREEMPTED_EXIT_CODE, PreemptionFlag, requeue_slurm_job, slurm_job_id
 from weyl.train.task import Task
 from weyl.train.throughput import peak_flops, peak_memory_gib
@@ -172,12 +175,11 @@ class Trainer:
 
     # ------------------------------------------------------------ state
 
-    def state_for_checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(shared state written by rank 0, this rank's own state)."""
-        model_sd, optim_sd = model_optimizer_state(self.p.model, self.p.optimizer)
+    def state_for_checkpoint(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(shared state written by rank 0, this rank's own state, model/optimizer state dicts
+        that every rank writes its shards of)."""
+        data_state = self.p.data.train.state_dict()
         shared = {
-            "model": model_sd,
-            "optimizer": optim_sd,
             "trainer": {
                 "guard": self.guard.state_dict(),
                 "best": dict(self.best),
@@ -188,9 +190,11 @@ class Trainer:
                 "wandb_run_id": self.p.wandb_run_id,
                 "total_steps": self.p.total_steps,
             },
+            # Rank 0's stream position: what every rank restarts from at another world size.
+            "data": data_state,
         }
-        own = {"data": self.p.data.train.state_dict(), "rng": rng_state()}
-        return shared, own
+        own = {"data": data_state, "rng": rng_state()}
+        return shared, own, sharded_state_dict(self.p.model, self.p.optimizer)
 
     def restore(self, path: str | Path, restore_stream: bool = True) -> int:
         """Load a checkpoint into model, optimizer, trainer and (optionally) data/RNG state."""
@@ -198,9 +202,12 @@ class Trainer:
         # The schedule adds `initial_lr` to every param group before the first update; a fresh
         # optimizer lacks it, and FSDP2's keyed optimizer state load refuses the mismatch.
         self.p.schedule.apply(self.p.optimizer, self.step)
-        load_model_optimizer_state(
-            self.p.model, self.p.optimizer, shared["model"], shared["optimizer"]
-        )
+        if "model" in shared:  # formats 1 and 2: full state dicts in state.pt
+            load_model_optimizer_state(
+                self.p.model, self.p.optimizer, shared["model"], shared["optimizer"]
+            )
+        else:
+            self.p.checkpoints.load_sharded(path, self.p.model, self.p.optimizer)
         t = shared["trainer"]
         self.guard.load_state_dict(t["guard"])
         self.best = dict(t["best"])
@@ -212,22 +219,45 @@ class Trainer:
         self._t_start = time.time()
         if restore_stream:
             self.rollbacks = int(t["rollbacks"])
+        self.step = int(shared["step"])
         if own is None:
-            log.warning(
-                "checkpoint %s has no state for rank %d at world size %d: the data "
-                "stream and RNG restart fresh",
-                path,
-                self.ctx.rank,
-                self.ctx.world_size,
-            )
+            self._restore_at_new_world_size(path, shared, restore_stream)
         else:
             if restore_stream:
                 self.p.data.train.load_state_dict(own["data"])
             set_rng_state(own["rng"])
-        self.step = int(shared["step"])
         self._last_saved_step = self.step
         self._mode_dirty = True
         return self.step
+
+    def _restore_at_new_world_size(
+        self, path: str | Path, shared: dict[str, Any], restore_stream: bool
+    ) -> None:
+        """A checkpoint of another world size: the stream continues from rank 0's saved
+        position where it can map it to this layout; each rank's RNG is seeded from
+        (seed, rank, step), so the continuation is defined and reproducible."""
+        data_state = shared.get("data")
+        if restore_stream and data_state is not None:
+            try:
+                self.p.data.train.load_state_dict(data_state)
+            except (ValueError, KeyError) as err:
+                log.warning(
+                    "checkpoint %s: the data stream restarts fresh at world size %d (%s)",
+                    path,
+                    self.ctx.world_size,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__,
+                )
+        elif restore_stream:
+            log.warning(
+                "checkpoint %s has no data position for world size %d: the data stream "
+                "restarts fresh",
+                path,
+                self.ctx.world_size,
+            )
+        seed = stream_seed(self.p.cfg.seed, self.ctx.rank, self.step)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
 
     def elapsed(self) -> float:
         """Wall seconds of this run so far, across restarts."""
@@ -237,8 +267,8 @@ class Trainer:
         """Checkpoint the current (good) step on every rank."""
         if self._last_saved_step == self.step:
             return
-        shared, own = self.state_for_checkpoint()
-        self.p.checkpoints.save(self.step, shared, own)
+        shared, own, sharded = self.state_for_checkpoint()
+        self.p.checkpoints.save(self.step, shared, own, sharded)
         self._last_saved_step = self.step
 
     # ------------------------------------------------------------ one update
@@ -542,6 +572,7 @@ class Trainer:
             if stop == "preempt" and self.step < p.total_steps:
                 return self._on_preempt()
         self.save_checkpoint()
+        self.p.checkpoints.wait()
         self._status("finished", final_loss=self.last_loss)
         return self.summary("finished", exit_code=0)
 
@@ -564,12 +595,14 @@ class Trainer:
     def _on_interrupt(self) -> dict[str, Any]:
         """Ctrl-C: checkpoint this step and stop; a rerun of the same command continues."""
         self.save_checkpoint()
+        self.p.checkpoints.wait()
         reason = "Ctrl-C (SIGINT); checkpoint saved"
         self._status("interrupted", reason)
         return self.summary("interrupted", exit_code=INTERRUPTED, reason=reason)
 
     def _on_preempt(self) -> dict[str, Any]:
         self.save_checkpoint()
+        self.p.checkpoints.wait()
         reason = "preemption signal"
         if self.preemption.signum is not None:
             import signal as _signal
