@@ -17,11 +17,12 @@ from weyl.models import build_model
 from weyl.optim import param_groups
 from weyl.optim.optim_config import OptimConfig
 from weyl.train import fault_injection, run_training
-from weyl.train.checkpoint import latest_checkpoint, load_file
+from weyl.train.checkpoint import latest_checkpoint
 from weyl.train.crash_guard import CrashGuard, DeviceCrashGuard
 from weyl.train.exit_codes import CRASHED
 from weyl.train.loggers import read_jsonl
 from weyl.train.runner import Factories
+from weyl.train.sharded_state import model_weights
 from weyl.train.trainer import Trainer
 
 
@@ -183,7 +184,7 @@ def test_a_crash_found_at_the_next_log_step_stops_as_if_seen_at_once(
         tmp_path / "ref", max_steps=12, log_every=4, ckpt_every=4, eval_every=100, keep_last=5
     )
     run_training(ref_cfg, factories=_fused_factories())
-    ref = load_file(tmp_path / "ref" / "checkpoints" / "step_00000004" / "state.pt")["model"]
+    ref = model_weights(tmp_path / "ref" / "checkpoints" / "step_00000004")
     assert seen[0].keys() == ref.keys()
     assert all(torch.equal(seen[0][k], ref[k]) for k in ref)
 
