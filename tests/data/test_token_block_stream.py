@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from weyl.data.token_bins import write_token_file
-from weyl.data.token_blocks import TokenBlockStream, iter_val_blocks, probe_blocks, val_block_starts
+from weyl.data.token_blocks import (
+    TokenBlockStream,
+    iter_val_blocks,
+    probe_blocks,
+    stream_seed,
+    val_block_starts,
+)
 
 N_TOKENS = 5000
 
@@ -151,3 +157,41 @@ def _saved(state: dict) -> io.BytesIO:
     torch.save(state, buf)
     buf.seek(0)
     return buf
+
+
+def test_one_rank_draws_nanogpt_get_batch_from_the_seeded_generator(ramp: Path) -> None:
+    # nanoGPT's get_batch: torch.randint(len(data) - block_size, (batch,)) per batch, here from
+    # one generator seeded as weyl seeded rank 0's stream before the global order existed.
+    stream = TokenBlockStream(ramp, block_size=8, batch_size=4, seed=9)
+    reference = torch.Generator().manual_seed(stream_seed(9, 0))
+    for _ in range(6):
+        expected = torch.randint(N_TOKENS - 8, (4,), generator=reference)
+        assert torch.equal(next(stream)[0][:, 0], expected)
+
+
+def test_resume_without_the_generator_state_replays_to_the_same_position(ramp: Path) -> None:
+    two = _ranks(ramp, 2, 4)
+    for _ in range(3):
+        _update_starts(two, 1)
+    state = two[1].state_dict()
+    bare = {k: v for k, v in state.items() if k not in ("generator", "drawn")}
+    following = _update_starts(two, 1)
+    for saved in (state, bare):
+        streams = _ranks(ramp, 2, 4)
+        for s in streams:
+            s.load_state_dict(saved)
+        assert _update_starts(streams, 1) == following
+
+
+def test_a_checkpoint_from_before_the_global_order_continues_exactly_at_one_rank(
+    ramp: Path,
+) -> None:
+    # the old per-rank format: {generator, batches_served, seed, rank, num_tokens}
+    gen = torch.Generator().manual_seed(stream_seed(2, 0))
+    for _ in range(3):
+        torch.randint(N_TOKENS - 8, (4,), generator=gen)
+    old = {"generator": gen.get_state(), "batches_served": 3, "seed": 2, "rank": 0}
+    old["num_tokens"] = N_TOKENS
+    stream = TokenBlockStream(ramp, block_size=8, batch_size=4, seed=2)
+    stream.load_state_dict(old)
+    assert torch.equal(next(stream)[0][:, 0], torch.randint(N_TOKENS - 8, (4,), generator=gen))

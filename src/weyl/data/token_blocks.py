@@ -1,12 +1,16 @@
 """Contiguous blocks from a token memmap: the infinite training stream and the val pass.
 
 Training blocks start at uniformly random offsets (as nanoGPT's ``get_batch``) in one global
-order: global sample ``k`` starts at ``stream_seed(seed, k) mod (tokens − block)``, a counter-
-based draw that needs no generator state. Rank ``r`` of ``W``, micro batch ``B``, takes samples
-``(c·W + r)·B … +B`` in its ``c``-th batch, so the ``accum`` micro batches of all ranks in one
-update cover global samples ``[u·G, (u+1)·G)`` (``G`` the global batch) whatever ``W``, ``B``
-and ``accum`` are. The stream's whole state is the global sample counter: a checkpoint taken
-at ``W`` ranks resumes at any ``W'`` with every sample served once (given the same global batch).
+order: the offsets ``torch.randint`` draws one after another from a generator seeded with
+``stream_seed(seed, 0)``. Rank ``r`` of ``W``, micro batch ``B``, takes global samples
+``(c·W + r)·B … +B`` in its ``c``-th batch (it draws the other ranks' samples and drops them:
+``G`` integers per update, nothing beside a forward pass), so the ``accum`` micro batches of all
+ranks in one update cover global samples ``[u·G, (u+1)·G)`` (``G`` the global batch) whatever
+``W``, ``B`` and ``accum`` are. At one rank this is exactly the stream weyl drew before the
+global order (one generator per rank, rank 0's seed), so single-process runs and their
+checkpoints are unchanged. The position is the global sample counter: a checkpoint taken at
+``W`` ranks resumes at any ``W'`` with every sample served once (given the same global batch);
+the generator state saved beside it only saves the replay of the draws up to there.
 Validation uses non-overlapping blocks in a fixed shuffled order, strided over ranks.
 """
 
@@ -83,13 +87,11 @@ class TokenBlockStream:
                 "lower data.block_size"
             )
         self.batches_served = 0
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, 0))
+        self.drawn = 0  # global samples drawn from the generator so far
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self
-
-    def sample_start(self, k: int) -> int:
-        """Token offset of global sample ``k``'s block."""
-        return stream_seed(self.seed, k) % (self.num_tokens - self.block_size)
 
     def next_samples(self) -> range:
         """Global indices of the samples the next batch of this rank holds."""
@@ -97,11 +99,24 @@ class TokenBlockStream:
         return range(first, first + self.batch_size)
 
     def __next__(self) -> tuple[Tensor, Tensor]:
-        starts = torch.tensor([self.sample_start(k) for k in self.next_samples()])
+        starts = self._draw(self.next_samples())
         # A fresh memmap per batch keeps resident pages from piling up over long runs.
         batch = _blocks_at(open_tokens(self.path), starts, self.block_size)
         self.batches_served += 1
         return batch
+
+    def _draw(self, samples: range) -> Tensor:
+        """Offsets of the global ``samples`` (at or after ``drawn``), skipping the ones before."""
+        span = self.num_tokens - self.block_size
+        if samples.start < self.drawn:
+            raise RuntimeError(f"sample {samples.start} was already drawn ({self.drawn})")
+        skip = samples.start - self.drawn
+        while skip:  # other ranks' samples, or a resume without the generator's state
+            n = min(skip, 1 << 20)
+            torch.randint(span, (n,), generator=self.generator)
+            skip -= n
+        self.drawn = samples.stop
+        return torch.randint(span, (len(samples),), generator=self.generator)
 
     @property
     def samples_served(self) -> int:
@@ -112,6 +127,8 @@ class TokenBlockStream:
         """The global sample counter (world-size free) and what identifies the stream."""
         return {
             "samples": self.samples_served,
+            "generator": self.generator.get_state(),
+            "drawn": self.drawn,
             "batches_served": self.batches_served,
             "seed": self.seed,
             "num_tokens": self.num_tokens,
@@ -128,10 +145,13 @@ class TokenBlockStream:
             )
         per_batch = self.world_size * self.batch_size
         if "samples" not in state:
-            # Saved before the global order (a per-rank generator): keep the batch count.
-            self.batches_served = int(state["batches_served"])
-            return
-        samples = int(state["samples"])
+            # Saved before the global order: one generator per rank, seeded (seed, rank); rank
+            # 0's was the global order, so only its count converts (the others' draws are lost).
+            samples = int(state["batches_served"]) * per_batch
+            if int(state.get("rank", 0)) == 0 and "generator" in state:
+                state = {**state, "drawn": int(state["batches_served"]) * self.batch_size}
+        else:
+            samples = int(state["samples"])
         if samples % per_batch:
             raise ValueError(
                 f"the checkpoint's stream stopped after {samples} samples, not a multiple of "
@@ -139,6 +159,12 @@ class TokenBlockStream:
                 "trainer.global_batch_size"
             )
         self.batches_served = samples // per_batch
+        first = self.next_samples().start
+        self.generator = torch.Generator().manual_seed(stream_seed(self.seed, 0))
+        self.drawn = 0
+        if "generator" in state and int(state["drawn"]) <= first:
+            self.generator.set_state(state["generator"])
+            self.drawn = int(state["drawn"])
 
 
 def val_block_starts(
