@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from weyl.optim.spectral_norm import local_tensor, shard_layout
+from weyl.optim.spectral_norm import batched_path, local_tensor, shard_layout
 from weyl.optim.weyl_clip import (
     DEFAULT_POWER_ITERS,
     DEFAULT_SIGMA_FLOOR,
@@ -170,7 +170,32 @@ class AdamW2(SpectrallyClippedOptimizer):
         #   W + αλ·(−ΔW/λ − W) = (1 − αλ)·W − α·ΔW.
         fold = wd > _MIN_FOLDED_DECAY
         ks = [(b2 / b1) * (-1 / wd if fold else 1.0) for b1, b2 in zip(bc1, bc2_sqrt)]
-        if weights[0].device.type == "cpu" and self.keep_scratch:
+        layouts = [shard_layout(p) for p in params]
+        # updates = −ΔW/λ (folded) or ΔW: σ̂₁(ΔW) = λ·σ̂₁(updates) or σ̂₁(updates).
+        scale = wd if fold else 1.0
+        device = weights[0].device
+        if batched_path(device):
+            ws = self._workspace(gi, exp_avg_sqs, keep=self.keep_scratch)
+            n = len(params)
+            updates, copies = ws.views[:n], ws.views[n:]
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_add_(denom, [b2 * eps for b2 in bc2_sqrt])
+            torch._foreach_zero_(updates)
+            torch._foreach_addcdiv_(updates, exp_avgs, denom, ks)
+            del denom
+            torch._foreach_copy_(copies, weights)
+            lr_eff = self._clipped_lrs(
+                rule, gi, group, indices, params, copies, updates, scale, layouts, ws
+            )
+            # Per-tensor factors stay on the device: applied per workspace buffer (foreach
+            # kernels take per-tensor factors only as host numbers), then W is copied back.
+            if fold:
+                ws.lerp_halves(lr_eff * wd)
+            else:
+                ws.sub_scaled_halves(lr_eff)
+            torch._foreach_copy_(weights, copies)
+            return
+        if self.keep_scratch:
             # CPU allocators hand big blocks back to the OS: a fresh buffer would page-fault
             # every step (measured ~15% of a whole AdamW step), so one is kept per parameter.
             updates = [self._update_buffer(p, v) for p, v in zip(params, exp_avg_sqs)]
@@ -184,29 +209,17 @@ class AdamW2(SpectrallyClippedOptimizer):
             if u.dtype not in zeros:
                 zeros[u.dtype] = torch.zeros((), dtype=u.dtype, device=u.device)
             torch.addcdiv(zeros[u.dtype], m, u, value=k, out=u)
-        device = weights[0].device
-        # updates = −ΔW/λ (folded) or ΔW: σ̂₁(ΔW) = λ·σ̂₁(updates) or σ̂₁(updates).
-        scale = torch.full((len(ks),), wd if fold else 1.0, dtype=torch.float32, device=device)
-        layouts = [shard_layout(p) for p in params]
         lr_eff = self._clipped_lrs(
             rule, gi, group, indices, params, weights, updates, scale, layouts
         )
-        if device.type == "cpu":
-            # On the CPU one list read is a memcpy (no device to wait for) and lets the update
-            # use torch's scalar-list kernels.
-            alphas = lr_eff.tolist()
-            if fold:
-                torch._foreach_lerp_(weights, updates, [a * wd for a in alphas])
-            else:
-                for w, u, a in zip(weights, updates, alphas):
-                    w.add_(u, alpha=-a)
-            return
-        # Accelerators: per-tensor factors stay on the device, no host synchronisation.
+        # On the CPU one list read is a memcpy (no device to wait for) and lets the update use
+        # torch's scalar-list kernels.
+        alphas = lr_eff.tolist()
         if fold:
-            torch._foreach_lerp_(weights, updates, list((lr_eff * wd).unbind(0)))
+            torch._foreach_lerp_(weights, updates, [a * wd for a in alphas])
         else:
-            torch._foreach_mul_(updates, list((-lr_eff).unbind(0)))
-            torch._foreach_add_(weights, updates)
+            for w, u, a in zip(weights, updates, alphas):
+                w.add_(u, alpha=-a)
 
     def _update_buffer(self, p: Tensor, like: Tensor) -> Tensor:
         """The scratch buffer that holds ``p``'s ΔW within a step (CPU; not in the state dict)."""
@@ -221,6 +234,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         return buf
 
     def scratch_bytes(self) -> int:
-        """Bytes of the per-parameter scratch buffers kept between steps (CPU only)."""
+        """Bytes of the scratch kept between steps: ΔW buffers (CPU), workspaces (accelerators)."""
         bufs = self.__dict__.get("_scratch", {})
-        return sum(b.numel() * b.element_size() for _, b in bufs.values())
+        total = sum(b.numel() * b.element_size() for _, b in bufs.values())
+        for ws in self.__dict__.get("_workspaces", {}).values():
+            total += sum(b.numel() * b.element_size() for b in [*ws.buffers, *ws.flats])
+        return total

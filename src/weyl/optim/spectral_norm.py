@@ -40,10 +40,14 @@ import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from weyl.optim.matrix_workspace import MatrixWorkspace
 
 # Row blocks of ~256 KiB fp32: a block and its products stay in a core's L2 between the two
 # matrix-vector products of an iteration.
@@ -146,11 +150,17 @@ def vector_seed(key: str) -> int:
     return zlib.crc32(key.encode())
 
 
+def batched_path(device: torch.device) -> bool:
+    """Whether tensors on ``device`` take the batched (accelerator) path: off the CPU, or forced."""
+    return device.type != "cpu" or _FORCE_STACKED
+
+
 def spectral_norm_estimates(
     tensors: Sequence[Tensor],
     layouts: Sequence[ShardLayout],
     vectors: Sequence[Tensor | None],
     iters: int | Sequence[int] = 1,
+    workspace: MatrixWorkspace | None = None,
 ) -> Tensor:
     """σ̂₁ (fp32, one per tensor) of local tensors/shards; refines matrix vectors in place.
 
@@ -158,7 +168,10 @@ def spectral_norm_estimates(
     is exact), replaced by the top Ritz vector. ``iters`` (one for all, or one per tensor) is
     the number of Golub–Kahan–Lanczos steps, each one product with ``M`` and one with ``Mᵀ``.
     All tensors must be on one device. Collectives are issued in list order, so every rank
-    must pass the same parameters in the same order.
+    must pass the same parameters in the same order. On the batched path (accelerators) the
+    tensors are read from ``workspace`` (:mod:`weyl.optim.matrix_workspace`) when they are its
+    views, else copied into it (or into a new one): a caller that forms its tensors in a kept
+    workspace saves that copy.
     """
     if len(tensors) == 0:
         return torch.empty(0)
@@ -169,6 +182,22 @@ def spectral_norm_estimates(
         raise ValueError(f"power_iters={min(steps)}: must be ≥ 1")
     device = tensors[0].device
     out = torch.empty(len(tensors), dtype=torch.float32, device=device)
+    if batched_path(device) and all(lay.group is None for lay in layouts):
+        from weyl.optim.matrix_workspace import (
+            MatrixWorkspace,
+            workspace_lanczos,
+            workspace_norms,
+        )
+
+        if workspace is None or not workspace.holds(tensors):
+            shapes = [t.shape for t in tensors]
+            dtypes = [t.dtype for t in tensors]
+            if workspace is None or workspace.signature() != (tuple(shapes), tuple(dtypes), device):
+                workspace = MatrixWorkspace(shapes, dtypes, device)
+            torch._foreach_copy_(workspace.views, list(tensors))
+        workspace_norms(workspace, out)
+        workspace_lanczos(workspace, vectors, steps, out)
+        return out
     by_group: dict[int, list[int]] = defaultdict(list)
     groups: dict[int, dist.ProcessGroup | None] = {}
     for i, lay in enumerate(layouts):
@@ -363,18 +392,21 @@ def _lanczos(
 def _top_right_vector(bidiag: Tensor) -> Tensor:
     """Unit top right-singular vectors ``(n, k+1)`` of small ``(n, k, k+1)`` matrices.
 
-    Repeated squaring of the Gram matrix (``G^(2^s)``, rescaled each time) is a batch of tiny
-    products with no host synchronisation (``torch.linalg.eigh`` synchronises a GPU); its
-    largest column is the top eigenvector up to a share ``(λ₂/λ₁)^(2^s)``, which costs σ̂ at most
-    ~1/(2^(s+1)·e) relatively and keeps it a lower bound.
+    Repeated squaring of the Gram matrix (``G^(2^s)``) is a batch of tiny products with no host
+    synchronisation (``torch.linalg.eigh`` synchronises a GPU); its largest column is the top
+    eigenvector up to a share ``(λ₂/λ₁)^(2^s)``, which costs σ̂ at most ~1/(2^(s+1)·e)
+    relatively and keeps it a lower bound. The matrix is rescaled to trace 1 before every other
+    squaring: two squarings of a trace-1 matrix keep its top eigenvalue above (k+1)⁻⁴, far from
+    underflow, at half the kernels of rescaling after each.
     """
     if bidiag.shape[1] == 1:  # one step: y ∝ (α, β), the power iteration's vector
         y = bidiag[:, 0, :]
     else:
         g = bidiag.transpose(1, 2) @ bidiag
-        for _ in range(_RITZ_SQUARINGS):
+        for s in range(_RITZ_SQUARINGS):
+            if s % 2 == 0:
+                g = g / g.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)[:, None, None]
             g = g @ g
-            g = g / g.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)[:, None, None]
         best = torch.linalg.vector_norm(g, dim=1).argmax(dim=1)
         y = torch.gather(g, 2, best[:, None, None].expand(-1, g.shape[1], 1)).squeeze(-1)
     return y / torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp_min(_TINY)
