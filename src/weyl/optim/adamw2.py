@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from weyl.optim.spectral_norm import batched_path, local_tensor, shard_layout
+from weyl.optim.spectral_norm import batched_path, local_tensor, matrix_shape, shard_layout
 from weyl.optim.weyl_clip import (
     DEFAULT_POWER_ITERS,
     DEFAULT_SIGMA_FLOOR,
@@ -51,6 +51,47 @@ from weyl.optim.weyl_clip import (
 
 # Below this weight decay −ΔW/λ could overflow fp32/bf16: decay and step are applied apart.
 _MIN_FOLDED_DECAY = 1e-20
+
+
+class _DeltaForm:
+    """Forms ``updates[i] = k_i·m/(√v + c_i·ε)`` in place, whole or by rows of its matrix view.
+
+    Called by the σ̂₁ estimator just before it first reads a row block (``prepare`` of
+    :func:`weyl.optim.spectral_norm.spectral_norm_estimates`); the same elementwise ops either
+    way, so the result does not depend on the blocking.
+    """
+
+    def __init__(
+        self,
+        updates: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        eps_terms: list[float],
+        ks: list[float],
+    ) -> None:
+        self.updates, self.exp_avgs, self.exp_avg_sqs = updates, exp_avgs, exp_avg_sqs
+        self.eps_terms, self.ks = eps_terms, ks
+        self.zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
+
+    def in_blocks(self, i: int) -> bool:
+        """Whether the estimator forms tensor ``i`` (contiguous, and measured in its own dtype:
+        a float64 vector is converted before the estimator would call back)."""
+        u = self.updates[i]
+        ts = (u, self.exp_avgs[i], self.exp_avg_sqs[i])
+        vector = matrix_shape(u.shape) is None
+        return all(t.is_contiguous() for t in ts) and not (vector and u.dtype == torch.float64)
+
+    def __call__(self, i: int, lo: int, hi: int | None) -> None:
+        u, m, v = self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i]
+        if hi is not None:
+            ms = matrix_shape(u.shape)
+            cols = 1 if ms is None else ms[1]
+            u, m, v = (t.view(-1, cols)[lo:hi] for t in (u, m, v))
+        if u.dtype not in self.zeros:
+            self.zeros[u.dtype] = torch.zeros((), dtype=u.dtype, device=u.device)
+        torch.sqrt(v, out=u)
+        u.add_(self.eps_terms[i])
+        torch.addcdiv(self.zeros[u.dtype], m, u, value=self.ks[i], out=u)
 
 
 def checked_betas(betas: Sequence[float | Tensor]) -> tuple[float, float]:
@@ -199,18 +240,18 @@ class AdamW2(SpectrallyClippedOptimizer):
             # CPU allocators hand big blocks back to the OS: a fresh buffer would page-fault
             # every step (measured ~15% of a whole AdamW step), so one is kept per parameter.
             updates = [self._update_buffer(p, v) for p, v in zip(params, exp_avg_sqs)]
-            for v, u in zip(exp_avg_sqs, updates):
-                torch.sqrt(v, out=u)
         else:
-            updates = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(updates, [b2 * eps for b2 in bc2_sqrt])
-        zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
-        for m, u, k in zip(exp_avgs, updates, ks):
-            if u.dtype not in zeros:
-                zeros[u.dtype] = torch.zeros((), dtype=u.dtype, device=u.device)
-            torch.addcdiv(zeros[u.dtype], m, u, value=k, out=u)
+            updates = [
+                torch.empty_like(v, memory_format=torch.contiguous_format) for v in exp_avg_sqs
+            ]
+        form = _DeltaForm(updates, exp_avgs, exp_avg_sqs, [b2 * eps for b2 in bc2_sqrt], ks)
+        # ΔW of the matrices is formed by the estimator's first pass, row block by row block
+        # while the block is in cache (one pass over ΔW fewer); the rest here, whole.
+        for i in range(len(params)):
+            if not form.in_blocks(i):
+                form(i, 0, None)
         lr_eff = self._clipped_lrs(
-            rule, gi, group, indices, params, weights, updates, scale, layouts
+            rule, gi, group, indices, params, weights, updates, scale, layouts, prepare=form
         )
         # On the CPU one list read is a memcpy (no device to wait for) and lets the update use
         # torch's scalar-list kernels.

@@ -122,12 +122,15 @@ class WeylClip:
         states: Sequence[dict[str, Any]],
         seeds: Sequence[str],
         workspace: MatrixWorkspace | None = None,
+        prepare: Callable[[int, int, int | None], None] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """σ̂₁ of local weights and updates, creating/refining the vectors kept in ``states``.
 
         A tensor with a zero-size dimension has σ₁ = 0 and is not handed to the estimator (no
         matrix view to iterate); float64 vectors are measured in fp32, as matrices are.
         ``workspace`` (batched path): one whose views are ``[*updates, *weights]``, read in place.
+        ``prepare(i, lo, hi)``: forms rows ``lo:hi`` of ``updates[i]`` before they are read (see
+        :func:`weyl.optim.spectral_norm.spectral_norm_estimates`).
         """
         n = len(weights)
         fresh = False
@@ -170,8 +173,15 @@ class WeylClip:
         # One call for both: the per-call work (bucketing, foreach norms, collectives) is paid
         # once. Updates first: the order of a workspace (see AdamW2) and, with more steps on
         # ΔW, the batched path's rows that run longest come first.
+        hook = None
+        if prepare is not None:
+
+            def hook(k: int, lo: int, hi: int) -> None:
+                if k < m:  # an update (the weights need no forming)
+                    prepare(live[k], lo, hi)
+
         sig = spectral_norm_estimates(
-            [*us, *ws], [*lays, *lays], [*uvecs, *wvecs], iters, workspace=workspace
+            [*us, *ws], [*lays, *lays], [*uvecs, *wvecs], iters, workspace, hook
         )
         if len(live) == n:
             return sig[n:], sig[:n]
@@ -389,12 +399,14 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         direction_scale: float | None,
         layouts: list[ShardLayout],
         workspace: MatrixWorkspace | None = None,
+        prepare: Callable[[int, int, int | None], None] | None = None,
     ) -> Tensor:
         """Per-tensor α_eff (fp32, on the params' device) for this step, recorded.
 
         ``weights``/``directions`` are local tensors (shards under FSDP2); the true update
         direction is ``direction_scale · directions[i]`` (the scale lets AdamW² fold its weight
-        decay in without an extra pass over the tensors). ``workspace``: see :meth:`WeylClip.estimate`.
+        decay in without an extra pass over the tensors). ``workspace``, ``prepare``: see
+        :meth:`WeylClip.estimate`.
         """
         lr = group["lr"]
         names = [self._name(group, gi, pi) for pi in indices]
@@ -406,7 +418,9 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
             for p, lay in zip(params, layouts)
         ]
         seeds = [f"{gi}.{pi}.{tuple(lay.shape)}" for pi, lay in zip(indices, layouts)]
-        sig_w, sig_u = rule.estimate(weights, directions, layouts, states, seeds, workspace)
+        sig_w, sig_u = rule.estimate(
+            weights, directions, layouts, states, seeds, workspace, prepare
+        )
         if direction_scale is not None:
             sig_u = sig_u * direction_scale
         lr_eff, fired = rule.effective_lr(lr, sig_w, sig_u)
