@@ -53,23 +53,38 @@ from weyl.optim.weyl_clip import (
 _MIN_FOLDED_DECAY = 1e-20
 
 
+def _update_moments(
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    grads: list[Tensor],
+    beta1: float,
+    beta2: float,
+) -> None:
+    """Adam's moments, torch.optim.AdamW's foreach ops: m ← lerp(m, g, 1−β₁), v ← β₂v + (1−β₂)g²."""
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+
+
 class _DeltaForm:
-    """Forms ``updates[i] = k_i·m/(√v + c_i·ε)`` in place, whole or by rows of its matrix view.
+    """Updates tensor ``i``'s moments and forms ``updates[i] = k_i·m/(√v + c_i·ε)`` in place,
+    whole or by rows of its matrix view.
 
     Called by the σ̂₁ estimator just before it first reads a row block (``prepare`` of
-    :func:`weyl.optim.spectral_norm.spectral_norm_estimates`); the same elementwise ops either
-    way, so the result does not depend on the blocking.
+    :func:`weyl.optim.spectral_norm.spectral_norm_estimates`); the per-tensor ops are those the
+    foreach kernels run on the CPU, so the result does not depend on the blocking.
     """
 
     def __init__(
         self,
         updates: list[Tensor],
-        exp_avgs: list[Tensor],
-        exp_avg_sqs: list[Tensor],
+        moments: tuple[list[Tensor], list[Tensor], list[Tensor], float, float],
         eps_terms: list[float],
         ks: list[float],
     ) -> None:
-        self.updates, self.exp_avgs, self.exp_avg_sqs = updates, exp_avgs, exp_avg_sqs
+        self.updates = updates
+        self.exp_avgs, self.exp_avg_sqs, self.grads, beta1, beta2 = moments
+        self.weight1, self.beta2, self.weight2 = 1 - beta1, beta2, 1 - beta2
         self.eps_terms, self.ks = eps_terms, ks
         self.zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
 
@@ -77,16 +92,19 @@ class _DeltaForm:
         """Whether the estimator forms tensor ``i`` (contiguous, and measured in its own dtype:
         a float64 vector is converted before the estimator would call back)."""
         u = self.updates[i]
-        ts = (u, self.exp_avgs[i], self.exp_avg_sqs[i])
+        ts = (u, self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i])
         vector = matrix_shape(u.shape) is None
         return all(t.is_contiguous() for t in ts) and not (vector and u.dtype == torch.float64)
 
     def __call__(self, i: int, lo: int, hi: int | None) -> None:
-        u, m, v = self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i]
+        u, m, v, g = self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i]
         if hi is not None:
             ms = matrix_shape(u.shape)
             cols = 1 if ms is None else ms[1]
-            u, m, v = (t.view(-1, cols)[lo:hi] for t in (u, m, v))
+            u, m, v, g = (t.view(-1, cols)[lo:hi] for t in (u, m, v, g))
+        m.lerp_(g, self.weight1)
+        v.mul_(self.beta2)
+        v.addcmul_(g, g, value=self.weight2)
         if u.dtype not in self.zeros:
             self.zeros[u.dtype] = torch.zeros((), dtype=u.dtype, device=u.device)
         torch.sqrt(v, out=u)
@@ -189,11 +207,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         bc1 = [1 - beta1**s for s in step_values]
         bc2_sqrt = [(1 - beta2**s) ** 0.5 for s in step_values]
 
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-
+        moments = (exp_avgs, exp_avg_sqs, grads, beta1, beta2)
         if rule is None:
+            _update_moments(*moments)
             # Clip off: torch.optim.AdamW's own arithmetic, op for op.
             denom = torch._foreach_sqrt(exp_avg_sqs)
             torch._foreach_div_(denom, bc2_sqrt)
@@ -216,6 +232,7 @@ class AdamW2(SpectrallyClippedOptimizer):
         scale = wd if fold else 1.0
         device = weights[0].device
         if batched_path(device):
+            _update_moments(*moments)
             ws = self._workspace(gi, exp_avg_sqs, keep=self.keep_scratch)
             n = len(params)
             updates, copies = ws.views[:n], ws.views[n:]
@@ -244,9 +261,11 @@ class AdamW2(SpectrallyClippedOptimizer):
             updates = [
                 torch.empty_like(v, memory_format=torch.contiguous_format) for v in exp_avg_sqs
             ]
-        form = _DeltaForm(updates, exp_avgs, exp_avg_sqs, [b2 * eps for b2 in bc2_sqrt], ks)
-        # ΔW of the matrices is formed by the estimator's first pass, row block by row block
-        # while the block is in cache (one pass over ΔW fewer); the rest here, whole.
+        form = _DeltaForm(updates, moments, [b2 * eps for b2 in bc2_sqrt], ks)
+        # The moments and ΔW of the matrices are updated and formed by the estimator's first
+        # pass, row block by row block while the block is in cache: g, m, v are read and m, v,
+        # ΔW written once, against four passes over memory for the moments and one for ΔW
+        # apart. The same elementwise ops, so bitwise the same. The rest here, whole.
         for i in range(len(params)):
             if not form.in_blocks(i):
                 form(i, 0, None)
