@@ -12,16 +12,26 @@ Swin 0.004. ``tau=None`` or ``inf`` in a group reproduces ``torch.optim.AdamW`` 
 (same foreach arithmetic, no σ₁ estimate; complex tensors as torch: their real and imaginary
 parts as separate entries). σ̂₁ by warm-started Lanczos: ``power_iters`` steps on ΔW and
 ``weight_iters`` on W per step (3 and 1; 20 on a tensor's first step).
-σ₁ of each parameter kind follows :mod:`weyl.optim.spectral_norm`. The arithmetic is
-``torch._foreach_*`` over all tensors of a group and device; the clip factors are computed as
-tensors, with no host synchronisation.
+σ₁ of each parameter kind follows :mod:`weyl.optim.spectral_norm`. The arithmetic is that of
+``torch._foreach_*`` over all tensors of a group and device (on the CPU the same per-tensor ops,
+for matrices per row block); the clip factors are computed as tensors.
 
-Passes over memory: ΔW is formed as ``(c/b₁)·m/(√v + c·ε)`` (c = √(1−β₂ᵗ), b₁ = 1−β₁ᵗ; one pass
-fewer than torch's ``√v/c + ε``) in the square-root buffer itself, pre-scaled to ``−ΔW/λ`` so
-that decay and step are one ``lerp``; σ̂₁ is then read off that buffer. On CPU that buffer is
-kept per parameter between steps (not in the state dict: +50% over AdamW's m and v, the size of
-the buffer torch's AdamW allocates inside each step, so peak memory is equal), since a fresh
-allocation page-faults every step; on accelerators it is allocated per step.
+Passes over memory (CPU): ΔW is formed as ``(c/b₁)·m/(√v + c·ε)`` (c = √(1−β₂ᵗ), b₁ = 1−β₁ᵗ;
+one pass fewer than torch's ``√v/c + ε``), pre-scaled to ``−ΔW/λ`` so that decay and step are one
+``lerp``. For matrices the moments are updated and ΔW formed inside the estimator's first pass,
+row block by row block while the block is in cache (``prepare`` of
+:func:`weyl.optim.spectral_norm.spectral_norm_estimates`), so g, m, v are read and m, v, ΔW
+written once before the Lanczos products read ΔW from cache. The ΔW buffer is kept per parameter
+between steps (not in the state dict: +50% over AdamW's m and v, the size of the buffer torch's
+AdamW allocates inside each step, so peak memory is equal), since a fresh allocation page-faults
+every step.
+
+Accelerators: a fixed number of kernels per step whatever the number of tensors (issue 17): ΔW is
+formed by foreach kernels in a :class:`~weyl.optim.matrix_workspace.MatrixWorkspace` (one buffer
+per column count) next to a copy of W, σ̂₁ of all matrices is estimated there in batches, the
+update is applied per buffer with per-tensor factors that stay on the device, and W is copied
+back; no value is read by the host (``benchmarks/optimizer_step.py --profile``). The workspace
+holds two copies of the parameters between steps (``keep_scratch=False``: allocated per step).
 
 Works under DDP (bitwise identical ranks: all inputs are identical and no randomness is
 drawn from the global RNG) and under FSDP2 ``fully_shard`` (σ₁ of the full logical matrix
@@ -151,9 +161,10 @@ class AdamW2(SpectrallyClippedOptimizer):
         weight_iters: int = DEFAULT_WEIGHT_ITERS,
         keep_scratch: bool = True,
     ) -> None:
-        """``keep_scratch`` (CPU only) keeps one parameter-sized ΔW buffer between steps:
-        measured 0.94× torch AdamW's step time with it and 1.2–1.3× without, at the cost of
-        +50% of AdamW's state held between steps (benchmarks/optimizer_step.py)."""
+        """``keep_scratch`` keeps the scratch between steps: on the CPU one parameter-sized ΔW
+        buffer (measured 0.94× torch AdamW's step time with it and 1.2–1.3× without, at the cost
+        of +50% of AdamW's state; benchmarks/optimizer_step.py), on accelerators the workspace
+        (ΔW and a copy of W)."""
         self.keep_scratch = keep_scratch
         defaults = dict(
             lr=lr,

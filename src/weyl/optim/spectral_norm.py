@@ -23,14 +23,19 @@ vector. All math is fp32. AdamW² runs 3 steps on ΔW and 1 on W per step (``opt
 0.00% / 0.23% and −0.04% / −0.20%. Measurements, step times and alternatives:
 ``docs/sigma-estimates.md``.
 
-Paths, one recurrence (:func:`_lanczos`): on the CPU each local matrix is read once per step,
+Paths, one recurrence: on the CPU (:func:`_lanczos`) each local matrix is read once per step,
 row block by row block of ~256 KiB (``p_b = M_b v − β u_b`` and ``w += M_bᵀ p_b`` while the block
-is in L2; no stacking, which would copy every matrix first); on accelerators same-shape matrices
-are stacked and iterated with ``bmm``; a DTensor sharded on dim 0 (FSDP2 ``fully_shard``,
-tensor-parallel colwise) holds a block of rows of its matrix view (also when the leading size-1
-dimension is the sharded one: one rank then holds all rows, the others none), and ``‖p‖²`` and
-``Mᵀp`` of *all* matrices of a step are summed over ranks in one all-reduce per Lanczos step
-(``#matrices + Σ columns`` floats), with no gather. Other placements raise.
+is in L2; no stacking, which would copy every matrix first), and a caller may form each block
+just before its first read (``prepare``: AdamW² updates its moments and forms ΔW there); with
+several torch threads the matrices are split into two size-balanced shares run on two threads.
+On accelerators (:mod:`weyl.optim.matrix_workspace`) every matrix lives as row chunks of one
+buffer per column count, and all matrices are iterated at once with ``bmm``: the kernels per step
+depend on the number of column counts, not of matrices, and no value is read by the host. A
+DTensor sharded on dim 0 (FSDP2 ``fully_shard``, tensor-parallel colwise) holds a block of rows
+of its matrix view (also when the leading size-1 dimension is the sharded one: one rank then
+holds all rows, the others none), and ``‖p‖²`` and ``Mᵀp`` of *all* matrices of a step are
+summed over ranks in one all-reduce per Lanczos step (``#matrices + Σ columns`` floats), with no
+gather. Other placements raise.
 """
 
 from __future__ import annotations
