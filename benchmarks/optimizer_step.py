@@ -25,9 +25,11 @@ the host raises). What is counted, on the CPU profiler's op tree:
   under it, and views, reshapes without copy and allocations count nothing. Ops on the CPU ``step``
   counters (2 per param group, as in torch's AdamW) are included although they launch nothing.
 - **dispatches**: top-level aten ops issued by ``step()``, views and allocations excluded.
-- **syncs**: ops that read a device value on the host (``aten::item``, ``_local_scalar_dense``,
-  ``is_nonzero``, ``nonzero``, ``masked_select``, ``equal``); they must be 0.
-- **conversions**: dtype/device copies (``aten::_to_copy``) outside foreach ops.
+- **syncs**: ops that read a tensor's value on the host (``aten::item``, ``_local_scalar_dense``,
+  ``is_nonzero``, ``nonzero``, ``masked_select``, ``equal``): on a GPU each waits for the device
+  (torch's foreach AdamW reads its CPU step counters so, which waits for nothing). AdamW² has none.
+- **conversions**: dtype/device conversions issued by ``step()`` (top-level ``aten::to`` that
+  copy; not the CPU's wrapping of Python scalars inside arithmetic ops).
 
 On CUDA the profiler's own kernel count is reported too, and the step runs under
 ``torch.cuda.set_sync_debug_mode("error")``.
@@ -296,6 +298,8 @@ def _kernels(event) -> int:
     name = event.name
     if name.startswith("aten::_foreach_"):
         return 1
+    if name in SYNC_OPS:  # counted apart
+        return 0
     below = sum(_kernels(c) for c in event.cpu_children)
     if not name.startswith("aten::") or name in _NO_KERNEL:
         return below
@@ -345,7 +349,10 @@ def count_step_ops(opt: torch.optim.Optimizer, warmup: int = 2) -> dict[str, int
         "kernels": sum(_kernels(e) for e in top),
         "dispatches": sum(e.name not in _NO_KERNEL for e in top),
         "syncs": sum(e.name in SYNC_OPS for e in events),
-        "conversions": sum(e.name == "aten::_to_copy" and not _under_foreach(e) for e in events),
+        "conversions": sum(
+            e.name == "aten::to" and any(c.name == "aten::_to_copy" for c in e.cpu_children)
+            for e in top
+        ),
         "tensors": len(params),
     }
     if cuda:
@@ -354,15 +361,6 @@ def count_step_ops(opt: torch.optim.Optimizer, warmup: int = 2) -> dict[str, int
             for e in events
         )
     return counts
-
-
-def _under_foreach(event) -> bool:
-    parent = event.cpu_parent
-    while parent is not None:
-        if parent.name.startswith("aten::_foreach_"):
-            return True
-        parent = parent.cpu_parent
-    return False
 
 
 def profile_step(
