@@ -176,7 +176,8 @@ class MatrixWorkspace:
     def lerp_halves(self, weight: Tensor) -> None:
         """For a workspace of slots ``[U_0..U_{n-1}, W_0..W_{n-1}]`` (same shapes twice):
         ``W_i ← W_i + weight[i]·(U_i − W_i)``, one kernel per buffer (per-tensor factors on the
-        device: a foreach op would need them on the host)."""
+        device: a foreach op would need them on the host). The factors take the buffer's dtype
+        (lerp's rule): for bf16 parameters they are rounded to bf16."""
         self._pairwise(weight, lambda w, u, f: w.lerp_(u, f))
 
     def sub_scaled_halves(self, weight: Tensor) -> None:

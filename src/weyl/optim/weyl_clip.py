@@ -104,8 +104,11 @@ class WeylClip:
         self, lr: float | Tensor, sigma_weight: Tensor, sigma_update: Tensor
     ) -> tuple[Tensor, Tensor]:
         """``(α_eff, fired)`` per tensor: ``min(lr, τ·max(σW, floor)/σΔ)`` and ``lr > limit``."""
-        # A fill, not a copy from the host: as_tensor of a number would copy it (and wait) on a GPU.
-        lr_t = torch.full((), float(lr), dtype=torch.float32, device=sigma_weight.device)
+        device = sigma_weight.device
+        if isinstance(lr, Tensor):
+            lr_t = lr.to(device=device, dtype=torch.float32)
+        else:  # a fill: as_tensor of a number would copy it from the host (and wait) on a GPU
+            lr_t = torch.full((), float(lr), dtype=torch.float32, device=device)
         anchor = sigma_weight.clamp_min(self.sigma_floor)
         # σΔ = 0 (no gradient signal): nothing to clip, the limit is +inf.
         limit = torch.where(
