@@ -97,6 +97,7 @@ class _DeltaForm:
         self.weight1, self.beta2, self.weight2 = 1 - beta1, beta2, 1 - beta2
         self.eps_terms, self.ks = eps_terms, ks
         self.zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
+        self.blocked = [self.in_blocks(i) for i in range(len(updates))]
 
     def in_blocks(self, i: int) -> bool:
         """Whether the estimator forms tensor ``i`` (contiguous, and measured in its own dtype:
@@ -105,6 +106,12 @@ class _DeltaForm:
         ts = (u, self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i])
         vector = matrix_shape(u.shape) is None
         return all(t.is_contiguous() for t in ts) and not (vector and u.dtype == torch.float64)
+
+    def block(self, i: int, lo: int, hi: int) -> None:
+        """The estimator's call before it reads rows ``lo:hi``: forms them if tensor ``i`` is
+        formed in blocks (the others were formed whole before the estimator ran)."""
+        if self.blocked[i]:
+            self(i, lo, hi)
 
     def __call__(self, i: int, lo: int, hi: int | None) -> None:
         u, m, v, g = self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i]
@@ -277,11 +284,11 @@ class AdamW2(SpectrallyClippedOptimizer):
         # pass, row block by row block while the block is in cache: g, m, v are read and m, v,
         # ΔW written once, against four passes over memory for the moments and one for ΔW
         # apart. The same elementwise ops, so bitwise the same. The rest here, whole.
-        for i in range(len(params)):
-            if not form.in_blocks(i):
+        for i, blocked in enumerate(form.blocked):
+            if not blocked:
                 form(i, 0, None)
         lr_eff = self._clipped_lrs(
-            rule, gi, group, indices, params, weights, updates, scale, layouts, prepare=form
+            rule, gi, group, indices, params, weights, updates, scale, layouts, prepare=form.block
         )
         # On the CPU one list read is a memcpy (no device to wait for) and lets the update use
         # torch's scalar-list kernels.
