@@ -69,6 +69,7 @@ class _Layout:
     vector_groups: tuple[_VectorGroup, ...]
     rows: tuple[int, ...]  # matrix slots in stacked-row order
     max_cols: int
+    empty: tuple[int, ...]  # matrices with no elements
 
 
 def _chunk_rows(rows: Sequence[int]) -> int:
@@ -86,10 +87,13 @@ def _layout(
     """The chunk layout of these shapes; its index tensors are made on ``device`` once."""
     by_cols: dict[tuple[int, torch.dtype], list[int]] = {}
     by_dtype: dict[torch.dtype, list[int]] = {}
+    empty: list[int] = []
     for i, (s, dt) in enumerate(zip(shapes, dtypes)):
         ms = matrix_shape(s)
         if ms is None:
             by_dtype.setdefault(dt, []).append(i)
+        elif math.prod(ms) == 0:
+            empty.append(i)  # σ₁ = 0; no storage, no chunks
         else:
             by_cols.setdefault((ms[1], dt), []).append(i)
     groups = []
@@ -124,7 +128,9 @@ def _layout(
             offsets.append(offsets[-1] + math.prod(shapes[i]))
         vector_groups.append(_VectorGroup(dt, tuple(slots), tuple(offsets)))
     max_cols = max((g.cols for g in groups), default=0)
-    return _Layout(shapes, tuple(groups), tuple(vector_groups), tuple(row_order), max_cols)
+    return _Layout(
+        shapes, tuple(groups), tuple(vector_groups), tuple(row_order), max_cols, tuple(empty)
+    )
 
 
 class MatrixWorkspace:
@@ -145,7 +151,9 @@ class MatrixWorkspace:
         device = torch.device(device)
         self.layout = _layout(tuple(torch.Size(s) for s in shapes), tuple(dtypes), device)
         self.device = device
-        self.views: list[Tensor] = [torch.empty(0)] * len(shapes)
+        self.views: list[Tensor] = [
+            torch.empty(s, dtype=dt, device=device) for s, dt in zip(self.layout.shapes, dtypes)
+        ]
         self.buffers: list[Tensor] = []
         for g in self.layout.groups:
             buf = torch.zeros(g.starts[-1], g.chunk_rows, g.cols, dtype=g.dtype, device=device)
@@ -255,9 +263,11 @@ def workspace_lanczos(
     """σ̂₁ of every matrix slot into ``out[slot]``; ``vectors[slot]`` (fp32, or None: start from 0,
     giving σ̂ = 0) are replaced by the Ritz vectors. ``steps[slot]`` Lanczos steps each (≥ 1)."""
     lay = ws.layout
+    device = out.device
+    if lay.empty:
+        out[_slot_index(lay.empty, device)] = 0.0
     if not lay.groups:
         return
-    device = out.device
     rows = lay.rows
     n, cmax = len(rows), lay.max_cols
     row_steps = tuple(steps[i] for i in rows)
