@@ -98,6 +98,7 @@ class _DeltaForm:
         self.eps_terms, self.ks = eps_terms, ks
         self.zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
         self.blocked = [self.in_blocks(i) for i in range(len(updates))]
+        self._views: dict[int, tuple[Tensor, ...]] = {}
 
     def in_blocks(self, i: int) -> bool:
         """Whether the estimator forms tensor ``i`` (contiguous, and measured in its own dtype:
@@ -114,11 +115,10 @@ class _DeltaForm:
             self(i, lo, hi)
 
     def __call__(self, i: int, lo: int, hi: int | None) -> None:
-        u, m, v, g = self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i]
-        if hi is not None:
-            ms = matrix_shape(u.shape)
-            cols = 1 if ms is None else ms[1]
-            u, m, v, g = (t.view(-1, cols)[lo:hi] for t in (u, m, v, g))
+        if hi is None:
+            u, m, v, g = self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i]
+        else:
+            u, m, v, g = (t[lo:hi] for t in self._rows(i))
         m.lerp_(g, self.weight1)
         v.mul_(self.beta2)
         v.addcmul_(g, g, value=self.weight2)
@@ -127,6 +127,16 @@ class _DeltaForm:
         torch.sqrt(v, out=u)
         u.add_(self.eps_terms[i])
         torch.addcdiv(self.zeros[u.dtype], m, u, value=self.ks[i], out=u)
+
+    def _rows(self, i: int) -> tuple[Tensor, ...]:
+        """Tensor ``i``'s u, m, v, g as rows of its matrix view (a vector: one element a row)."""
+        views = self._views.get(i)
+        if views is None:
+            ms = matrix_shape(self.updates[i].shape)
+            cols = 1 if ms is None else ms[1]
+            ts = (self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i])
+            views = self._views[i] = tuple(t.view(-1, cols) for t in ts)
+        return views
 
 
 def checked_betas(betas: Sequence[float | Tensor]) -> tuple[float, float]:
