@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import os
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -342,6 +343,7 @@ class _RowBlockBucket(_Bucket):
 # products are too small for torch's own parallelism (measured: no faster on 2 threads), so the
 # matrices are split into two size-balanced shares, each run single-threaded.
 _HELPER: concurrent.futures.ThreadPoolExecutor | None = None
+_HELPER_PID = 0  # a forked child has the executor but not its thread: it makes its own
 # Below this many elements per step a second thread costs more than it saves.
 _MIN_THREADED_NUMEL = 1 << 20
 
@@ -373,7 +375,7 @@ def _row_block_products(
     buckets: Sequence[_RowBlockBucket], vs: Sequence[Tensor], coefs: Sequence[Tensor | None]
 ) -> list[tuple[Tensor, Tensor]]:
     """One Lanczos step's products of row-block buckets, on two threads when torch has several."""
-    global _HELPER
+    global _HELPER, _HELPER_PID
     threads = torch.get_num_threads()
     total = sum(m.numel() for b in buckets for m in b.mats)
     for b, v, c in zip(buckets, vs, coefs):
@@ -382,8 +384,9 @@ def _row_block_products(
         for b in buckets:
             b.run(range(len(b.mats)))
         return [b.finish() for b in buckets]
-    if _HELPER is None:
+    if _HELPER is None or _HELPER_PID != os.getpid():
         _HELPER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="weyl-lanczos")
+        _HELPER_PID = os.getpid()
     mine, theirs = _split_shares(buckets)
     grad = torch.is_grad_enabled()
 
