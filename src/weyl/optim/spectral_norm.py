@@ -384,7 +384,7 @@ def _row_block_products(
         for b in buckets:
             b.run(range(len(b.mats)))
         return [b.finish() for b in buckets]
-    if _HELPER is None or _HELPER_PID != os.getpid():
+    if _HELPER is None or os.getpid() != _HELPER_PID:
         _HELPER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="weyl-lanczos")
         _HELPER_PID = os.getpid()
     mine, theirs = _split_shares(buckets)
