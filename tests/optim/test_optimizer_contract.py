@@ -7,6 +7,7 @@ torch's own optimizer is the reference.
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
 
 import pytest
@@ -90,9 +91,14 @@ def test_float_step_in_a_loaded_state_dict_is_converted_like_torch():
     _equal_params(*twins)
 
 
-# 3. float64 parameters, vectors included, with the clip on.
-def test_float64_parameters_with_the_clip_match_the_exact_rule():
+# 3. float64 parameters, vectors included, with the clip on (on both paths: the accelerator path
+# forced onto the CPU too).
+@pytest.mark.parametrize("batched", [False, True], ids=["cpu-path", "accelerator-path"])
+def test_float64_parameters_with_the_clip_match_the_exact_rule(monkeypatch, batched):
     from tests.optim.tiny_models import ReferenceAdamW2
+
+    sn = importlib.import_module("weyl.optim.spectral_norm")
+    monkeypatch.setattr(sn, "_FORCE_STACKED", batched)
 
     a, b = _mlp(torch.float64), _mlp(torch.float64)
     kw = dict(lr=0.05, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, tau=0.01)
@@ -111,9 +117,13 @@ def test_float64_parameters_with_the_clip_match_the_exact_rule():
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6, msg=name)
 
 
-# 4. Zero-size dimensions with the clip on.
+# 4. Zero-size dimensions with the clip on (on both paths).
+@pytest.mark.parametrize("batched", [False, True], ids=["cpu-path", "accelerator-path"])
 @pytest.mark.parametrize("shape", [(5, 0), (3, 0, 2), (0, 4)])
-def test_zero_size_parameters_step_beside_normal_ones(shape):
+def test_zero_size_parameters_step_beside_normal_ones(monkeypatch, shape, batched):
+    monkeypatch.setattr(
+        importlib.import_module("weyl.optim.spectral_norm"), "_FORCE_STACKED", batched
+    )
     empty = nn.Parameter(torch.zeros(shape))
     model, twin = _mlp(), _mlp()
     opt = AdamW2([*model.parameters(), empty], lr=0.05, tau=0.01)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -29,7 +31,12 @@ def test_tau_off_no_decay_equals_torch_sgd(nesterov):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
 
 
-def test_clip_matches_explicit_loop():
+@pytest.mark.parametrize("batched", [False, True], ids=["cpu-path", "accelerator-path"])
+def test_clip_matches_explicit_loop(monkeypatch, batched):
+    # batched: the accelerator path (workspace, per-buffer factors) forced onto the CPU.
+    monkeypatch.setattr(
+        importlib.import_module("weyl.optim.spectral_norm"), "_FORCE_STACKED", batched
+    )
     a, b = _model(), _model()
     lr, mu, wd, tau = 0.1, 0.9, 0.05, 0.01
     ours = SGDW2(a.parameters(), lr=lr, momentum=mu, weight_decay=wd, tau=tau, power_iters=3)

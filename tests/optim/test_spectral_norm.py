@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import itertools
+import math
 
 import pytest
 import torch
@@ -215,3 +217,56 @@ def test_row_shard_path_with_one_rank_does_the_same_maths():
                 torch.testing.assert_close(va, vb, rtol=1e-4, atol=1e-5)
     finally:
         dist.destroy_process_group()
+
+
+def test_prepare_forms_each_row_block_once_before_it_is_read():
+    """A caller forms its matrices through ``prepare`` (AdamW² forms ΔW so on the CPU path)."""
+    g = torch.Generator().manual_seed(4)
+    # 700×100 is read in row blocks, 30×100 whole; a vector is formed whole.
+    mats = [torch.randn(700, 100, generator=g), torch.randn(30, 100, generator=g)]
+    mats.append(torch.randn(9, generator=g))
+    blank = [torch.full_like(m, math.nan) for m in mats]
+    calls: list[tuple[int, int, int]] = []
+
+    def prepare(i: int, lo: int, hi: int) -> None:
+        calls.append((i, lo, hi))
+        view = blank[i].view(-1, mats[i].shape[-1]) if blank[i].ndim == 2 else blank[i]
+        source = mats[i].view_as(view)
+        assert view[lo:hi].isnan().all()  # formed once, just before its first read
+        view[lo:hi] = source[lo:hi]
+
+    layouts = [ShardLayout(m.shape) for m in mats]
+    vec_a = [initial_vector(100, seed=1), initial_vector(100, seed=2), None]
+    vec_b = [None if v is None else v.clone() for v in vec_a]
+    formed = spectral_norm_estimates(blank, layouts, vec_a, iters=3, prepare=prepare)
+    plain = spectral_norm_estimates(mats, layouts, vec_b, iters=3)
+    assert torch.equal(formed, plain)
+    for i, m in enumerate(mats):
+        torch.testing.assert_close(blank[i], m, rtol=0, atol=0)
+        covered = sorted((lo, hi) for j, lo, hi in calls if j == i)
+        assert covered[0][0] == 0 and covered[-1][1] == (m.shape[0] if m.ndim == 2 else m.numel())
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(covered))
+    assert len({(i, lo) for i, lo, _ in calls}) == len(calls) > 3
+
+
+def test_two_threads_split_the_products_and_give_bitwise_the_same_estimates(monkeypatch):
+    sn = importlib.import_module("weyl.optim.spectral_norm")
+    g = torch.Generator().manual_seed(6)
+    mats = [torch.randn(700, 100, generator=g), torch.randn(300, 100, generator=g)]
+    mats += [torch.randn(40, 64, generator=g), torch.randn(64, 40, generator=g)]
+    layouts = [ShardLayout(m.shape) for m in mats]
+    vec_a = [initial_vector(m.shape[1], seed=i) for i, m in enumerate(mats)]
+    vec_b = [v.clone() for v in vec_a]
+    one = [spectral_norm_estimates(mats, layouts, vec_a, iters=[3, 1, 3, 2]) for _ in range(2)]
+    monkeypatch.setattr(sn, "_MIN_THREADED_NUMEL", 0)
+    torch.set_num_threads(2)
+    try:
+        two = [spectral_norm_estimates(mats, layouts, vec_b, iters=[3, 1, 3, 2]) for _ in range(2)]
+        assert torch.get_num_threads() == 2  # restored after the single-threaded shares
+    finally:
+        torch.set_num_threads(1)
+    assert sn._HELPER is not None  # the second thread really ran
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    for a, b in zip(vec_a, vec_b):
+        assert torch.equal(a, b)

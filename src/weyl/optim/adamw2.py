@@ -12,16 +12,26 @@ Swin 0.004. ``tau=None`` or ``inf`` in a group reproduces ``torch.optim.AdamW`` 
 (same foreach arithmetic, no σ₁ estimate; complex tensors as torch: their real and imaginary
 parts as separate entries). σ̂₁ by warm-started Lanczos: ``power_iters`` steps on ΔW and
 ``weight_iters`` on W per step (3 and 1; 20 on a tensor's first step).
-σ₁ of each parameter kind follows :mod:`weyl.optim.spectral_norm`. The arithmetic is
-``torch._foreach_*`` over all tensors of a group and device; the clip factors are computed as
-tensors, with no host synchronisation.
+σ₁ of each parameter kind follows :mod:`weyl.optim.spectral_norm`. The arithmetic is that of
+``torch._foreach_*`` over all tensors of a group and device (on the CPU the same per-tensor ops,
+for matrices per row block); the clip factors are computed as tensors.
 
-Passes over memory: ΔW is formed as ``(c/b₁)·m/(√v + c·ε)`` (c = √(1−β₂ᵗ), b₁ = 1−β₁ᵗ; one pass
-fewer than torch's ``√v/c + ε``) in the square-root buffer itself, pre-scaled to ``−ΔW/λ`` so
-that decay and step are one ``lerp``; σ̂₁ is then read off that buffer. On CPU that buffer is
-kept per parameter between steps (not in the state dict: +50% over AdamW's m and v, the size of
-the buffer torch's AdamW allocates inside each step, so peak memory is equal), since a fresh
-allocation page-faults every step; on accelerators it is allocated per step.
+Passes over memory (CPU): ΔW is formed as ``(c/b₁)·m/(√v + c·ε)`` (c = √(1−β₂ᵗ), b₁ = 1−β₁ᵗ;
+one pass fewer than torch's ``√v/c + ε``), pre-scaled to ``−ΔW/λ`` so that decay and step are one
+``lerp``. For matrices the moments are updated and ΔW formed inside the estimator's first pass,
+row block by row block while the block is in cache (``prepare`` of
+:func:`weyl.optim.spectral_norm.spectral_norm_estimates`), so g, m, v are read and m, v, ΔW
+written once before the Lanczos products read ΔW from cache. The ΔW buffer is kept per parameter
+between steps (not in the state dict: +50% over AdamW's m and v, the size of the buffer torch's
+AdamW allocates inside each step, so peak memory is equal), since a fresh allocation page-faults
+every step.
+
+Accelerators: a fixed number of kernels per step whatever the number of tensors (issue 17): ΔW is
+formed by foreach kernels in a :class:`~weyl.optim.matrix_workspace.MatrixWorkspace` (one buffer
+per column count) next to a copy of W, σ̂₁ of all matrices is estimated there in batches, the
+update is applied per buffer with per-tensor factors that stay on the device, and W is copied
+back; no value is read by the host (``benchmarks/optimizer_step.py --profile``). The workspace
+holds two copies of the parameters between steps (``keep_scratch=False``: allocated per step).
 
 Works under DDP (bitwise identical ranks: all inputs are identical and no randomness is
 drawn from the global RNG) and under FSDP2 ``fully_shard`` (σ₁ of the full logical matrix
@@ -38,7 +48,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from weyl.optim.spectral_norm import local_tensor, shard_layout
+from weyl.optim.spectral_norm import batched_path, local_tensor, matrix_shape, shard_layout
 from weyl.optim.weyl_clip import (
     DEFAULT_POWER_ITERS,
     DEFAULT_SIGMA_FLOOR,
@@ -51,6 +61,82 @@ from weyl.optim.weyl_clip import (
 
 # Below this weight decay −ΔW/λ could overflow fp32/bf16: decay and step are applied apart.
 _MIN_FOLDED_DECAY = 1e-20
+
+
+def _update_moments(
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    grads: list[Tensor],
+    beta1: float,
+    beta2: float,
+) -> None:
+    """Adam's moments, torch.optim.AdamW's foreach ops: m ← lerp(m, g, 1−β₁), v ← β₂v + (1−β₂)g²."""
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+
+
+class _DeltaForm:
+    """Updates tensor ``i``'s moments and forms ``updates[i] = k_i·m/(√v + c_i·ε)`` in place,
+    whole or by rows of its matrix view.
+
+    Called by the σ̂₁ estimator just before it first reads a row block (``prepare`` of
+    :func:`weyl.optim.spectral_norm.spectral_norm_estimates`); the per-tensor ops are those the
+    foreach kernels run on the CPU, so the result does not depend on the blocking.
+    """
+
+    def __init__(
+        self,
+        updates: list[Tensor],
+        moments: tuple[list[Tensor], list[Tensor], list[Tensor], float, float],
+        eps_terms: list[float],
+        ks: list[float],
+    ) -> None:
+        self.updates = updates
+        self.exp_avgs, self.exp_avg_sqs, self.grads, beta1, beta2 = moments
+        self.weight1, self.beta2, self.weight2 = 1 - beta1, beta2, 1 - beta2
+        self.eps_terms, self.ks = eps_terms, ks
+        self.zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
+        self.blocked = [self.in_blocks(i) for i in range(len(updates))]
+        self._views: dict[int, tuple[Tensor, ...]] = {}
+
+    def in_blocks(self, i: int) -> bool:
+        """Whether the estimator forms tensor ``i`` (contiguous, and measured in its own dtype:
+        a float64 vector is converted before the estimator would call back)."""
+        u = self.updates[i]
+        ts = (u, self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i])
+        vector = matrix_shape(u.shape) is None
+        return all(t.is_contiguous() for t in ts) and not (vector and u.dtype == torch.float64)
+
+    def block(self, i: int, lo: int, hi: int) -> None:
+        """The estimator's call before it reads rows ``lo:hi``: forms them if tensor ``i`` is
+        formed in blocks (the others were formed whole before the estimator ran)."""
+        if self.blocked[i]:
+            self(i, lo, hi)
+
+    def __call__(self, i: int, lo: int, hi: int | None) -> None:
+        if hi is None:
+            u, m, v, g = self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i]
+        else:
+            u, m, v, g = (t[lo:hi] for t in self._rows(i))
+        m.lerp_(g, self.weight1)
+        v.mul_(self.beta2)
+        v.addcmul_(g, g, value=self.weight2)
+        if u.dtype not in self.zeros:
+            self.zeros[u.dtype] = torch.zeros((), dtype=u.dtype, device=u.device)
+        torch.sqrt(v, out=u)
+        u.add_(self.eps_terms[i])
+        torch.addcdiv(self.zeros[u.dtype], m, u, value=self.ks[i], out=u)
+
+    def _rows(self, i: int) -> tuple[Tensor, ...]:
+        """Tensor ``i``'s u, m, v, g as rows of its matrix view (a vector: one element a row)."""
+        views = self._views.get(i)
+        if views is None:
+            ms = matrix_shape(self.updates[i].shape)
+            cols = 1 if ms is None else ms[1]
+            ts = (self.updates[i], self.exp_avgs[i], self.exp_avg_sqs[i], self.grads[i])
+            views = self._views[i] = tuple(t.view(-1, cols) for t in ts)
+        return views
 
 
 def checked_betas(betas: Sequence[float | Tensor]) -> tuple[float, float]:
@@ -92,9 +178,10 @@ class AdamW2(SpectrallyClippedOptimizer):
         weight_iters: int = DEFAULT_WEIGHT_ITERS,
         keep_scratch: bool = True,
     ) -> None:
-        """``keep_scratch`` (CPU only) keeps one parameter-sized ΔW buffer between steps:
-        measured 0.94× torch AdamW's step time with it and 1.2–1.3× without, at the cost of
-        +50% of AdamW's state held between steps (benchmarks/optimizer_step.py)."""
+        """``keep_scratch`` keeps the scratch between steps: on the CPU one parameter-sized ΔW
+        buffer (measured 0.94× torch AdamW's step time with it and 1.2–1.3× without, at the cost
+        of +50% of AdamW's state; benchmarks/optimizer_step.py), on accelerators the workspace
+        (ΔW and a copy of W)."""
         self.keep_scratch = keep_scratch
         defaults = dict(
             lr=lr,
@@ -148,11 +235,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         bc1 = [1 - beta1**s for s in step_values]
         bc2_sqrt = [(1 - beta2**s) ** 0.5 for s in step_values]
 
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-
+        moments = (exp_avgs, exp_avg_sqs, grads, beta1, beta2)
         if rule is None:
+            _update_moments(*moments)
             # Clip off: torch.optim.AdamW's own arithmetic, op for op.
             denom = torch._foreach_sqrt(exp_avg_sqs)
             torch._foreach_div_(denom, bc2_sqrt)
@@ -170,43 +255,59 @@ class AdamW2(SpectrallyClippedOptimizer):
         #   W + αλ·(−ΔW/λ − W) = (1 − αλ)·W − α·ΔW.
         fold = wd > _MIN_FOLDED_DECAY
         ks = [(b2 / b1) * (-1 / wd if fold else 1.0) for b1, b2 in zip(bc1, bc2_sqrt)]
-        if weights[0].device.type == "cpu" and self.keep_scratch:
+        layouts = [shard_layout(p) for p in params]
+        # updates = −ΔW/λ (folded) or ΔW: σ̂₁(ΔW) = λ·σ̂₁(updates) or σ̂₁(updates).
+        scale = wd if fold else 1.0
+        device = weights[0].device
+        if batched_path(device):
+            _update_moments(*moments)
+            ws = self._workspace(gi, exp_avg_sqs, keep=self.keep_scratch)
+            n = len(params)
+            updates, copies = ws.views[:n], ws.views[n:]
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_add_(denom, [b2 * eps for b2 in bc2_sqrt])
+            torch._foreach_zero_(updates)
+            torch._foreach_addcdiv_(updates, exp_avgs, denom, ks)
+            del denom
+            torch._foreach_copy_(copies, weights)
+            lr_eff = self._clipped_lrs(
+                rule, gi, group, indices, params, copies, updates, scale, layouts, ws
+            )
+            # Per-tensor factors stay on the device: applied per workspace buffer (foreach
+            # kernels take per-tensor factors only as host numbers), then W is copied back.
+            if fold:
+                ws.lerp_halves(lr_eff * wd)
+            else:
+                ws.sub_scaled_halves(lr_eff)
+            torch._foreach_copy_(weights, copies)
+            return
+        if self.keep_scratch:
             # CPU allocators hand big blocks back to the OS: a fresh buffer would page-fault
             # every step (measured ~15% of a whole AdamW step), so one is kept per parameter.
             updates = [self._update_buffer(p, v) for p, v in zip(params, exp_avg_sqs)]
-            for v, u in zip(exp_avg_sqs, updates):
-                torch.sqrt(v, out=u)
         else:
-            updates = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(updates, [b2 * eps for b2 in bc2_sqrt])
-        zeros: dict[torch.dtype, Tensor] = {}  # 0-d broadcast bases of the out= addcdiv
-        for m, u, k in zip(exp_avgs, updates, ks):
-            if u.dtype not in zeros:
-                zeros[u.dtype] = torch.zeros((), dtype=u.dtype, device=u.device)
-            torch.addcdiv(zeros[u.dtype], m, u, value=k, out=u)
-        device = weights[0].device
-        # updates = −ΔW/λ (folded) or ΔW: σ̂₁(ΔW) = λ·σ̂₁(updates) or σ̂₁(updates).
-        scale = torch.full((len(ks),), wd if fold else 1.0, dtype=torch.float32, device=device)
-        layouts = [shard_layout(p) for p in params]
+            updates = [
+                torch.empty_like(v, memory_format=torch.contiguous_format) for v in exp_avg_sqs
+            ]
+        form = _DeltaForm(updates, moments, [b2 * eps for b2 in bc2_sqrt], ks)
+        # The moments and ΔW of the matrices are updated and formed by the estimator's first
+        # pass, row block by row block while the block is in cache: g, m, v are read and m, v,
+        # ΔW written once, against four passes over memory for the moments and one for ΔW
+        # apart. The same elementwise ops, so bitwise the same. The rest here, whole.
+        for i, blocked in enumerate(form.blocked):
+            if not blocked:
+                form(i, 0, None)
         lr_eff = self._clipped_lrs(
-            rule, gi, group, indices, params, weights, updates, scale, layouts
+            rule, gi, group, indices, params, weights, updates, scale, layouts, prepare=form.block
         )
-        if device.type == "cpu":
-            # On the CPU one list read is a memcpy (no device to wait for) and lets the update
-            # use torch's scalar-list kernels.
-            alphas = lr_eff.tolist()
-            if fold:
-                torch._foreach_lerp_(weights, updates, [a * wd for a in alphas])
-            else:
-                for w, u, a in zip(weights, updates, alphas):
-                    w.add_(u, alpha=-a)
-            return
-        # Accelerators: per-tensor factors stay on the device, no host synchronisation.
+        # On the CPU one list read is a memcpy (no device to wait for) and lets the update use
+        # torch's scalar-list kernels.
+        alphas = lr_eff.tolist()
         if fold:
-            torch._foreach_lerp_(weights, updates, list((lr_eff * wd).unbind(0)))
+            torch._foreach_lerp_(weights, updates, [a * wd for a in alphas])
         else:
-            torch._foreach_mul_(updates, list((-lr_eff).unbind(0)))
-            torch._foreach_add_(weights, updates)
+            for w, u, a in zip(weights, updates, alphas):
+                w.add_(u, alpha=-a)
 
     def _update_buffer(self, p: Tensor, like: Tensor) -> Tensor:
         """The scratch buffer that holds ``p``'s ΔW within a step (CPU; not in the state dict)."""
@@ -221,6 +322,9 @@ class AdamW2(SpectrallyClippedOptimizer):
         return buf
 
     def scratch_bytes(self) -> int:
-        """Bytes of the per-parameter scratch buffers kept between steps (CPU only)."""
+        """Bytes of the scratch kept between steps: ΔW buffers (CPU), workspaces (accelerators)."""
         bufs = self.__dict__.get("_scratch", {})
-        return sum(b.numel() * b.element_size() for _, b in bufs.values())
+        total = sum(b.numel() * b.element_size() for _, b in bufs.values())
+        for ws in self.__dict__.get("_workspaces", {}).values():
+            total += sum(b.numel() * b.element_size() for b in [*ws.buffers, *ws.flats])
+        return total

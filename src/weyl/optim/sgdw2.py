@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from weyl.optim.spectral_norm import local_tensor, shard_layout
+from weyl.optim.spectral_norm import batched_path, local_tensor, shard_layout
 from weyl.optim.weyl_clip import (
     DEFAULT_POWER_ITERS,
     DEFAULT_SIGMA_FLOOR,
@@ -102,6 +102,21 @@ class SGDW2(SpectrallyClippedOptimizer):
             torch._foreach_add_(weights, directions, alpha=-lr)
             return
         layouts = [shard_layout(p) for p in params]
+        if batched_path(weights[0].device):
+            # As AdamW²: directions and weights copied into a workspace the estimator reads in
+            # place; the per-tensor factors stay on the device and apply per buffer.
+            ws = self._workspace(gi, weights)
+            n = len(params)
+            torch._foreach_copy_(ws.views, [*directions, *weights])
+            copies = ws.views[n:]
+            lr_eff = self._clipped_lrs(
+                rule, gi, group, indices, params, copies, ws.views[:n], None, layouts, ws
+            )
+            if wd != 0:
+                ws.scale_second_half(1 - lr_eff * wd)
+            ws.sub_scaled_halves(lr_eff)
+            torch._foreach_copy_(weights, copies)
+            return
         lr_eff = self._clipped_lrs(
             rule, gi, group, indices, params, weights, directions, None, layouts
         )

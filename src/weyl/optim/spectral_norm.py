@@ -23,31 +23,45 @@ vector. All math is fp32. AdamW² runs 3 steps on ΔW and 1 on W per step (``opt
 0.00% / 0.23% and −0.04% / −0.20%. Measurements, step times and alternatives:
 ``docs/sigma-estimates.md``.
 
-Paths, one recurrence (:func:`_lanczos`): on the CPU each local matrix is read once per step,
+Paths, one recurrence: on the CPU (:func:`_lanczos`) each local matrix is read once per step,
 row block by row block of ~256 KiB (``p_b = M_b v − β u_b`` and ``w += M_bᵀ p_b`` while the block
-is in L2; no stacking, which would copy every matrix first); on accelerators same-shape matrices
-are stacked and iterated with ``bmm``; a DTensor sharded on dim 0 (FSDP2 ``fully_shard``,
-tensor-parallel colwise) holds a block of rows of its matrix view (also when the leading size-1
-dimension is the sharded one: one rank then holds all rows, the others none), and ``‖p‖²`` and
-``Mᵀp`` of *all* matrices of a step are summed over ranks in one all-reduce per Lanczos step
-(``#matrices + Σ columns`` floats), with no gather. Other placements raise.
+is in L2; no stacking, which would copy every matrix first), and a caller may form each block
+just before its first read (``prepare``: AdamW² updates its moments and forms ΔW there); with
+several torch threads the matrices are split into two size-balanced shares run on two threads.
+On accelerators (:mod:`weyl.optim.matrix_workspace`) every matrix lives as row chunks of one
+buffer per column count, and all matrices are iterated at once with ``bmm``: the kernels per step
+depend on the number of column counts, not of matrices, and no value is read by the host. A
+DTensor sharded on dim 0 (FSDP2 ``fully_shard``, tensor-parallel colwise) holds a block of rows
+of its matrix view (also when the leading size-1 dimension is the sharded one: one rank then
+holds all rows, the others none), and ``‖p‖²`` and ``Mᵀp`` of *all* matrices of a step are
+summed over ranks in one all-reduce per Lanczos step (``#matrices + Σ columns`` floats), with no
+gather. Other placements raise.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-# Row blocks of ~256 KiB fp32: a block and its products stay in a core's L2 between the two
-# matrix-vector products of an iteration.
-_CPU_BLOCK_NUMEL = 1 << 16
+if TYPE_CHECKING:
+    from weyl.optim.matrix_workspace import MatrixWorkspace
+
+# Row blocks of ~2 MiB fp32: the first step also updates the moments and forms ΔW per block
+# (AdamW²), six elementwise ops a block, whose per-call cost small blocks multiply. Measured on
+# the benchmark's GPT-2 shapes (1 thread, interleaved with torch AdamW on a loaded machine):
+# 64 Ki elements 1.05×, 256 Ki 0.82×, 512 Ki 0.77×, 1 Mi 0.80× torch AdamW's step time. A
+# block and its products stay in cache (L2/L3) between the two matrix-vector products.
+_CPU_BLOCK_NUMEL = 1 << 19
 # Distributed CPU runs (gloo) stack same-shape shards up to this size for the batched path.
 _CPU_STACK_MAX_NUMEL = 1 << 16
 _TINY = 1e-30
@@ -146,11 +160,18 @@ def vector_seed(key: str) -> int:
     return zlib.crc32(key.encode())
 
 
+def batched_path(device: torch.device) -> bool:
+    """Whether tensors on ``device`` take the batched (accelerator) path: off the CPU, or forced."""
+    return device.type != "cpu" or _FORCE_STACKED
+
+
 def spectral_norm_estimates(
     tensors: Sequence[Tensor],
     layouts: Sequence[ShardLayout],
     vectors: Sequence[Tensor | None],
     iters: int | Sequence[int] = 1,
+    workspace: MatrixWorkspace | None = None,
+    prepare: Callable[[int, int, int], None] | None = None,
 ) -> Tensor:
     """σ̂₁ (fp32, one per tensor) of local tensors/shards; refines matrix vectors in place.
 
@@ -158,7 +179,13 @@ def spectral_norm_estimates(
     is exact), replaced by the top Ritz vector. ``iters`` (one for all, or one per tensor) is
     the number of Golub–Kahan–Lanczos steps, each one product with ``M`` and one with ``Mᵀ``.
     All tensors must be on one device. Collectives are issued in list order, so every rank
-    must pass the same parameters in the same order.
+    must pass the same parameters in the same order. On the batched path (accelerators) the
+    tensors are read from ``workspace`` (:mod:`weyl.optim.matrix_workspace`) when they are its
+    views, else copied into it (or into a new one): a caller that forms its tensors in a kept
+    workspace saves that copy. ``prepare(i, lo, hi)``, if given, is called before rows ``lo:hi``
+    of tensor ``i``'s local matrix view (elements, for a vector) are first read, so that a caller
+    can form them there: on the CPU path block by block while the block is in cache (AdamW²
+    forms ΔW so, saving a pass over it), on the other paths once for every whole tensor first.
     """
     if len(tensors) == 0:
         return torch.empty(0)
@@ -169,6 +196,28 @@ def spectral_norm_estimates(
         raise ValueError(f"power_iters={min(steps)}: must be ≥ 1")
     device = tensors[0].device
     out = torch.empty(len(tensors), dtype=torch.float32, device=device)
+    row_blocks = not batched_path(device) and all(lay.group is None for lay in layouts)
+    if prepare is not None and not row_blocks:
+        for i, t in enumerate(tensors):
+            ms = matrix_shape(t.shape)
+            prepare(i, 0, t.numel() if ms is None else ms[0])
+        prepare = None
+    if batched_path(device) and all(lay.group is None for lay in layouts):
+        from weyl.optim.matrix_workspace import (
+            MatrixWorkspace,
+            workspace_lanczos,
+            workspace_norms,
+        )
+
+        if workspace is None or not workspace.holds(tensors):
+            shapes = [t.shape for t in tensors]
+            dtypes = [t.dtype for t in tensors]
+            if workspace is None or workspace.signature() != (tuple(shapes), tuple(dtypes), device):
+                workspace = MatrixWorkspace(shapes, dtypes, device)
+            torch._foreach_copy_(workspace.views, list(tensors))
+        workspace_norms(workspace, out)
+        workspace_lanczos(workspace, vectors, steps, out)
+        return out
     by_group: dict[int, list[int]] = defaultdict(list)
     groups: dict[int, dist.ProcessGroup | None] = {}
     for i, lay in enumerate(layouts):
@@ -176,7 +225,7 @@ def spectral_norm_estimates(
         by_group[key].append(i)
         groups[key] = lay.group
     for key, idx in by_group.items():
-        _estimate(tensors, layouts, vectors, idx, steps, groups[key], out)
+        _estimate(tensors, layouts, vectors, idx, steps, groups[key], out, prepare)
     return out
 
 
@@ -223,22 +272,49 @@ class _RowBlockBucket(_Bucket):
     Per block ``p_b = M_b v − coef·p_prev,b`` and ``w += M_bᵀ p_b`` run while the block is in
     cache, so ``Mᵀp`` costs one read of ``M``. No stacking: copying every matrix into a batch
     would cost more than the products (measured 3.7× slower for a small GPT's 36 matrices).
+    ``prepare(i, lo, hi)``, if given, writes rows ``lo:hi`` of matrix ``i`` just before the first
+    step reads them, so a caller can form the matrix there while its block is in cache.
+
+    A step runs as :meth:`begin`, :meth:`run` over the matrices (in any split, from several
+    threads: each matrix writes only its own row of ``w`` and its own ``p``), :meth:`finish`.
     """
 
-    def __init__(self, members: list[int], v0: Tensor, steps: int, mats: list[Tensor]) -> None:
+    def __init__(
+        self,
+        members: list[int],
+        v0: Tensor,
+        steps: int,
+        mats: list[Tensor],
+        prepare: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         super().__init__(members, v0, steps)
         self.mats = mats
         self.p: list[Tensor] = []
+        self.prepare = prepare
+        self._step: tuple[Tensor, Tensor, list[float], list[Tensor | None]] | None = None
 
     def product(self, v: Tensor, coef: Tensor | None) -> tuple[Tensor, Tensor]:
-        w = torch.zeros_like(v)
+        self.begin(v, coef)
+        self.run(range(len(self.mats)))
+        return self.finish()
+
+    def begin(self, v: Tensor, coef: Tensor | None) -> None:
         coefs = coef.tolist() if coef is not None else [0.0] * len(self.mats)
-        ps = []
-        for j, (m, vj, wj) in enumerate(zip(self.mats, v.unbind(0), w.unbind(0))):
-            rows = max(1, _CPU_BLOCK_NUMEL // m.shape[1])
+        self._step = (v, torch.zeros_like(v), coefs, [None] * len(self.mats))
+
+    def run(self, indices: Iterable[int]) -> None:
+        v, w, coefs, ps = self._step
+        first = not self.p
+        for j in indices:
+            m, vj, wj = self.mats[j], v[j], w[j]
+            prepare = self.prepare if first else None
+            member = self.members[j]
+            rows = max(1, _CPU_BLOCK_NUMEL // max(1, m.shape[1]))
             c = coefs[j]
             prev = self.p[j] if c != 0.0 else None
             if m.shape[0] <= rows:
+                if prepare is not None:
+                    prepare(member, 0, m.shape[0])
                 b = m if m.dtype == torch.float32 else m.float()
                 p = torch.mv(b, vj)
                 if prev is not None:
@@ -247,15 +323,90 @@ class _RowBlockBucket(_Bucket):
             else:
                 p = torch.empty(m.shape[0], dtype=torch.float32)
                 prevs = prev.split(rows) if prev is not None else [None] * len(p.split(rows))
-                for b, pb, qb in zip(m.split(rows), p.split(rows), prevs):
+                for lo, b, pb, qb in zip(
+                    range(0, m.shape[0], rows), m.split(rows), p.split(rows), prevs
+                ):
+                    if prepare is not None:
+                        prepare(member, lo, lo + b.shape[0])
                     b = b if b.dtype == torch.float32 else b.float()
                     torch.mv(b, vj, out=pb)
                     if qb is not None:
                         pb.sub_(qb, alpha=c)
                     wj.addmv_(b.t(), pb)
-            ps.append(p)
+            ps[j] = p
+
+    def finish(self) -> tuple[Tensor, Tensor]:
+        _, w, _, ps = self._step
         self.p = ps
+        self._step = None
         return torch.stack(torch._foreach_norm(ps)).square(), w
+
+
+# A second thread for the row-block products when torch has several intra-op threads: the
+# products are too small for torch's own parallelism (measured: no faster on 2 threads), so the
+# matrices are split into two size-balanced shares, each run single-threaded.
+_HELPER: concurrent.futures.ThreadPoolExecutor | None = None
+_HELPER_PID = 0  # a forked child has the executor but not its thread: it makes its own
+# Below this many elements per step a second thread costs more than it saves.
+_MIN_THREADED_NUMEL = 1 << 20
+
+
+def _split_shares(buckets: Sequence[_RowBlockBucket]) -> tuple[list, list]:
+    """Two lists of (bucket, matrix) of about equal size (largest first, to the lighter share)."""
+    items = sorted(
+        ((b.mats[j].numel(), bi, j) for bi, b in enumerate(buckets) for j in range(len(b.mats))),
+        reverse=True,
+    )
+    shares: tuple[list, list] = ([], [])
+    load = [0, 0]
+    for size, bi, j in items:
+        k = 0 if load[0] <= load[1] else 1
+        shares[k].append((buckets[bi], j))
+        load[k] += size
+    return shares
+
+
+def _run_share(share: list) -> None:
+    by_bucket: dict[int, tuple[_RowBlockBucket, list[int]]] = {}
+    for b, j in share:
+        by_bucket.setdefault(id(b), (b, []))[1].append(j)
+    for b, js in by_bucket.values():
+        b.run(js)
+
+
+def _row_block_products(
+    buckets: Sequence[_RowBlockBucket], vs: Sequence[Tensor], coefs: Sequence[Tensor | None]
+) -> list[tuple[Tensor, Tensor]]:
+    """One Lanczos step's products of row-block buckets, on two threads when torch has several."""
+    global _HELPER, _HELPER_PID
+    threads = torch.get_num_threads()
+    total = sum(m.numel() for b in buckets for m in b.mats)
+    for b, v, c in zip(buckets, vs, coefs):
+        b.begin(v, c)
+    if threads < 2 or total < _MIN_THREADED_NUMEL:
+        for b in buckets:
+            b.run(range(len(b.mats)))
+        return [b.finish() for b in buckets]
+    if _HELPER is None or os.getpid() != _HELPER_PID:
+        _HELPER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="weyl-lanczos")
+        _HELPER_PID = os.getpid()
+    mine, theirs = _split_shares(buckets)
+    grad = torch.is_grad_enabled()
+
+    def helper() -> None:
+        with torch.set_grad_enabled(grad):
+            _run_share(theirs)
+
+    # Each share runs single-threaded (MKL and OpenMP would otherwise split every small product
+    # over both cores and the two shares would contend); restored before returning.
+    torch.set_num_threads(1)
+    try:
+        future = _HELPER.submit(helper)
+        _run_share(mine)
+        future.result()
+    finally:
+        torch.set_num_threads(threads)
+    return [b.finish() for b in buckets]
 
 
 def _estimate(
@@ -266,10 +417,14 @@ def _estimate(
     steps: list[int],
     group: dist.ProcessGroup | None,
     out: Tensor,
+    prepare: Callable[[int, int, int], None] | None = None,
 ) -> None:
     vec_idx = [i for i in idx if matrix_shape(layouts[i].shape) is None]
     mat_idx = [i for i in idx if matrix_shape(layouts[i].shape) is not None]
     if vec_idx:
+        if prepare is not None:
+            for i in vec_idx:
+                prepare(i, 0, tensors[i].numel())
         flat = [tensors[i].reshape(-1) for i in vec_idx]
         norms = torch.stack(torch._foreach_norm(flat, dtype=torch.float32))
         if group is not None:
@@ -288,7 +443,8 @@ def _estimate(
             by_cols[(cols[i], steps[i])].append(i)
         for (_, k), members in by_cols.items():
             v0 = torch.stack([vectors[i] for i in members])
-            buckets.append(_RowBlockBucket(members, v0, k, [local[i] for i in members]))
+            mats = [local[i] for i in members]
+            buckets.append(_RowBlockBucket(members, v0, k, mats, prepare))
     else:
         # Bucket by local shape: uneven shards can put the same parameter in different buckets
         # on different ranks, so the all-reduce below is assembled in parameter order.
@@ -328,7 +484,14 @@ def _lanczos(
         state.append({"v": [b.v0], "coef": None, "scale": zeros, "bidiag": bidiag})
     for j in range(max(b.steps for b in buckets)):
         active = [(b, st) for b, st in zip(buckets, state) if j < b.steps]
-        results = [b.product(st["v"][-1], st["coef"]) for b, st in active]
+        if all(isinstance(b, _RowBlockBucket) for b, _ in active):
+            results = _row_block_products(
+                [b for b, _ in active],
+                [st["v"][-1] for _, st in active],
+                [st["coef"] for _, st in active],
+            )
+        else:
+            results = [b.product(st["v"][-1], st["coef"]) for b, st in active]
         if group is not None:
             results = _all_reduce_products([b for b, _ in active], results, order, group)
         for (_, st), (psq, w) in zip(active, results):
@@ -363,18 +526,21 @@ def _lanczos(
 def _top_right_vector(bidiag: Tensor) -> Tensor:
     """Unit top right-singular vectors ``(n, k+1)`` of small ``(n, k, k+1)`` matrices.
 
-    Repeated squaring of the Gram matrix (``G^(2^s)``, rescaled each time) is a batch of tiny
-    products with no host synchronisation (``torch.linalg.eigh`` synchronises a GPU); its
-    largest column is the top eigenvector up to a share ``(λ₂/λ₁)^(2^s)``, which costs σ̂ at most
-    ~1/(2^(s+1)·e) relatively and keeps it a lower bound.
+    Repeated squaring of the Gram matrix (``G^(2^s)``) is a batch of tiny products with no host
+    synchronisation (``torch.linalg.eigh`` synchronises a GPU); its largest column is the top
+    eigenvector up to a share ``(λ₂/λ₁)^(2^s)``, which costs σ̂ at most ~1/(2^(s+1)·e)
+    relatively and keeps it a lower bound. The matrix is rescaled to trace 1 before every other
+    squaring: two squarings of a trace-1 matrix keep its top eigenvalue above (k+1)⁻⁴, far from
+    underflow, at half the kernels of rescaling after each.
     """
     if bidiag.shape[1] == 1:  # one step: y ∝ (α, β), the power iteration's vector
         y = bidiag[:, 0, :]
     else:
         g = bidiag.transpose(1, 2) @ bidiag
-        for _ in range(_RITZ_SQUARINGS):
+        for s in range(_RITZ_SQUARINGS):
+            if s % 2 == 0:
+                g = g / g.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)[:, None, None]
             g = g @ g
-            g = g / g.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(_TINY)[:, None, None]
         best = torch.linalg.vector_norm(g, dim=1).argmax(dim=1)
         y = torch.gather(g, 2, best[:, None, None].expand(-1, g.shape[1], 1)).squeeze(-1)
     return y / torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp_min(_TINY)

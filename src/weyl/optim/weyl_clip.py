@@ -33,7 +33,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -46,6 +46,9 @@ from weyl.optim.spectral_norm import (
     spectral_norm_estimates,
     vector_seed,
 )
+
+if TYPE_CHECKING:
+    from weyl.optim.matrix_workspace import MatrixWorkspace
 
 DEFAULT_TAU = 0.01
 DEFAULT_SIGMA_FLOOR = 1e-2
@@ -101,13 +104,15 @@ class WeylClip:
         self, lr: float | Tensor, sigma_weight: Tensor, sigma_update: Tensor
     ) -> tuple[Tensor, Tensor]:
         """``(α_eff, fired)`` per tensor: ``min(lr, τ·max(σW, floor)/σΔ)`` and ``lr > limit``."""
-        lr_t = torch.as_tensor(lr, dtype=torch.float32, device=sigma_weight.device)
+        device = sigma_weight.device
+        if isinstance(lr, Tensor):
+            lr_t = lr.to(device=device, dtype=torch.float32)
+        else:  # a fill: as_tensor of a number would copy it from the host (and wait) on a GPU
+            lr_t = torch.full((), float(lr), dtype=torch.float32, device=device)
         anchor = sigma_weight.clamp_min(self.sigma_floor)
         # σΔ = 0 (no gradient signal): nothing to clip, the limit is +inf.
         limit = torch.where(
-            sigma_update > 0,
-            self.tau * anchor / sigma_update.clamp_min(1e-30),
-            torch.full_like(anchor, math.inf),
+            sigma_update > 0, self.tau * anchor / sigma_update.clamp_min(1e-30), math.inf
         )
         fired = lr_t > limit
         return torch.minimum(lr_t, limit), fired.float()
@@ -119,11 +124,16 @@ class WeylClip:
         layouts: Sequence[ShardLayout],
         states: Sequence[dict[str, Any]],
         seeds: Sequence[str],
+        workspace: MatrixWorkspace | None = None,
+        prepare: Callable[[int, int, int | None], None] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """σ̂₁ of local weights and updates, creating/refining the vectors kept in ``states``.
 
         A tensor with a zero-size dimension has σ₁ = 0 and is not handed to the estimator (no
         matrix view to iterate); float64 vectors are measured in fp32, as matrices are.
+        ``workspace`` (batched path): one whose views are ``[*updates, *weights]``, read in place.
+        ``prepare(i, lo, hi)``: forms rows ``lo:hi`` of ``updates[i]`` before they are read (see
+        :func:`weyl.optim.spectral_norm.spectral_norm_estimates`).
         """
         n = len(weights)
         fresh = False
@@ -162,13 +172,24 @@ class WeylClip:
         if fresh:
             iters = [max(self.weight_iters, self.power_iters, WARMUP_POWER_ITERS)] * (2 * m)
         else:
-            iters = [self.weight_iters] * m + [self.power_iters] * m
-        # One call for both: the per-call work (bucketing, foreach norms, collectives) is paid once.
-        sig = spectral_norm_estimates([*ws, *us], [*lays, *lays], [*wvecs, *uvecs], iters)
+            iters = [self.power_iters] * m + [self.weight_iters] * m
+        # One call for both: the per-call work (bucketing, foreach norms, collectives) is paid
+        # once. Updates first: the order of a workspace (see AdamW2) and, with more steps on
+        # ΔW, the batched path's rows that run longest come first.
+        hook = None
+        if prepare is not None:
+
+            def hook(k: int, lo: int, hi: int) -> None:
+                if k < m:  # an update (the weights need no forming)
+                    prepare(live[k], lo, hi)
+
+        sig = spectral_norm_estimates(
+            [*us, *ws], [*lays, *lays], [*uvecs, *wvecs], iters, workspace, hook
+        )
         if len(live) == n:
-            return sig[:n], sig[n:]
-        sig_w[live] = sig[: len(live)]
-        sig_u[live] = sig[len(live) :]
+            return sig[n:], sig[:n]
+        sig_u[live] = sig[: len(live)]
+        sig_w[live] = sig[len(live) :]
         return sig_w, sig_u
 
 
@@ -333,6 +354,24 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         """Update ``group["params"][i]`` for ``i`` in ``indices`` (all on one device)."""
         raise NotImplementedError
 
+    def _workspace(self, gi: int, like: list[Tensor], keep: bool = True) -> MatrixWorkspace:
+        """Group ``gi``'s workspace with slots ``[D_0..D_{n−1}, W_0..W_{n−1}]`` shaped as
+        ``like`` (batched path: the update directions and a copy of the weights, read in place
+        by the estimator); kept between steps when ``keep``, rebuilt when shapes change. Not in
+        the state dict."""
+        from weyl.optim.matrix_workspace import MatrixWorkspace
+
+        shapes = tuple(t.shape for t in like) * 2
+        dtypes = tuple(t.dtype for t in like) * 2
+        device = like[0].device
+        kept = self.__dict__.setdefault("_workspaces", {})
+        ws = kept.get((gi, device))
+        if ws is None or ws.signature() != (shapes, dtypes, device):
+            ws = MatrixWorkspace(shapes, dtypes, device)
+            if keep:
+                kept[(gi, device)] = ws
+        return ws
+
     @staticmethod
     def _name(group: dict[str, Any], gi: int, pi: int) -> str:
         names = group.get("param_names")
@@ -360,14 +399,17 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
         params: list[Tensor],
         weights: list[Tensor],
         directions: list[Tensor],
-        direction_scale: Tensor | None,
+        direction_scale: float | None,
         layouts: list[ShardLayout],
+        workspace: MatrixWorkspace | None = None,
+        prepare: Callable[[int, int, int | None], None] | None = None,
     ) -> Tensor:
         """Per-tensor α_eff (fp32, on the params' device) for this step, recorded.
 
         ``weights``/``directions`` are local tensors (shards under FSDP2); the true update
-        direction is ``direction_scale[i] · directions[i]`` (the scale lets AdamW² fold its
-        bias correction in without an extra pass over the tensors).
+        direction is ``direction_scale · directions[i]`` (the scale lets AdamW² fold its weight
+        decay in without an extra pass over the tensors). ``workspace``, ``prepare``: see
+        :meth:`WeylClip.estimate`.
         """
         lr = group["lr"]
         names = [self._name(group, gi, pi) for pi in indices]
@@ -379,16 +421,19 @@ class SpectrallyClippedOptimizer(torch.optim.Optimizer):
             for p, lay in zip(params, layouts)
         ]
         seeds = [f"{gi}.{pi}.{tuple(lay.shape)}" for pi, lay in zip(indices, layouts)]
-        sig_w, sig_u = rule.estimate(weights, directions, layouts, states, seeds)
+        sig_w, sig_u = rule.estimate(
+            weights, directions, layouts, states, seeds, workspace, prepare
+        )
         if direction_scale is not None:
             sig_u = sig_u * direction_scale
         lr_eff, fired = rule.effective_lr(lr, sig_w, sig_u)
         floored = sig_w < rule.sigma_floor  # the rule measured against the floor, not σ̂₁(W)
-        # float64 so that the scheduled LR reads back exactly as the scheduler set it.
-        lr_row = torch.full_like(lr_eff, float(lr), dtype=torch.float64)
-        rows = [lr_row, lr_eff.double(), fired.double(), floored.double()]
-        rows += [sig_w.double(), sig_u.double()]
-        self._records[(gi, str(device))] = (names, torch.stack(rows))
+        # float64 so that the scheduled LR reads back exactly as the scheduler set it; the other
+        # rows are converted in one kernel, not one per row.
+        rec = torch.empty(len(_REPORT_ROWS), len(names), dtype=torch.float64, device=device)
+        rec[0] = float(lr)
+        rec[1:] = torch.stack([lr_eff, fired, floored.float(), sig_w, sig_u])
+        self._records[(gi, str(device))] = (names, rec)
         return lr_eff
 
     def lr_report(self) -> dict[str, dict[str, float]]:
