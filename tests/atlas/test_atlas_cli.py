@@ -164,3 +164,25 @@ def test_the_hydra_path_trains_into_the_same_run_folder(tmp_path):
     assert row["run"] == "adamw_w32_lr0.01_s0" and row["status"] == "finished"
     assert state_of(out / "runs" / "adamw_w32_lr0.01_s0") == "finished"
     assert "train -m" in (out / "runs" / row["run"] / "command.txt").read_text()
+
+
+def test_the_atlas_reaches_wandb_offline(killed_and_rerun, tmp_path, monkeypatch):
+    """With the logger on, the atlas logs one summary run: both tables and the five figures."""
+    import wandb
+
+    from weyl.atlas.outputs import log_to_wandb
+    from weyl.report.wandb_offline import read_offline_run
+
+    out, _, _ = killed_and_rerun
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    atlas = json.loads((out / "atlas.json").read_text())
+    figures = {name: out / png for name, png in atlas["figures"].items()}
+    folder = log_to_wandb(atlas["runs"], atlas["methods"], figures, tmp_path)
+    wandb.teardown()  # the run file is complete once wandb's service has shut down
+    run = read_offline_run(folder)
+    assert run.group == "atlas"
+    logged = set().union(*(row.keys() for row in run.history))
+    assert {"atlas/runs", "atlas/methods"} | {f"atlas/{n}" for n in figures} <= logged

@@ -150,27 +150,22 @@ def write_figures(
     rows: Sequence[dict], summaries: Sequence[dict], init_loss: float, out: Path
 ) -> dict[str, Path]:
     """The five PNGs into ``out``; returns name → path."""
-    stable = [
-        {**s, "largest_stable_lr": s["largest_stable_lr"]}
-        for s in summaries
-        if s["largest_stable_lr"] is not None
-    ]
-    paths = {
+    any_stable = any(s["largest_stable_lr"] is not None for s in summaries)
+    return {
         "final_loss_vs_lr": plot_loss_vs_lr(rows, init_loss, out / "final_loss_vs_lr.png"),
         "lr_sensitivity": _bars(
             summaries, "lr_sensitivity", "LR sensitivity (nats)", out / "lr_sensitivity.png"
         ),
         "stable_lr": _bars(
-            stable or summaries,
+            summaries,
             "largest_stable_lr",
-            "largest stable peak LR",
+            "largest stable peak LR (none: no bar)",
             out / "stable_lr.png",
-            log=bool(stable),
+            log=any_stable,
         ),
         "best_loss": _bars(summaries, "best_loss", "best final eval loss", out / "best_loss.png"),
         "failure_modes": plot_failure_modes(rows, out / "failure_modes.png"),
     }
-    return paths
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -229,7 +224,7 @@ def atlas_markdown(
     ]
     for r in rows:
         lines.append(
-            f"| {r.get('run', '—')} | {r['status']} | {_fmt(r['final_eval_loss'])} | "
+            f"| {r['run']} | {r['status']} | {_fmt(r['final_eval_loss'])} | "
             f"{r['failure_mode']} | {_fmt(r['max_qk_sigma1'])} | {_fmt(r['min_entropy'])} | "
             f"{_fmt(r['max_sec_s2'])} |"
         )

@@ -93,7 +93,8 @@ def failure_mode(run: RunData, init_loss: float) -> str:
 
 
 def run_row(run: RunData, point: dict[str, Any], init_loss: float) -> dict[str, Any]:
-    """One run's entry of ``atlas.json``: ``point`` (method, width, lr, seed) plus what it measured."""
+    """One run's entry of ``atlas.json``: ``point`` (method, width, lr, seed, run name) plus what
+    it measured."""
     status = run.status or {}
     state = status.get("state", "not started")
     final = run.last("eval/loss") if state == "finished" else None
@@ -107,7 +108,6 @@ def run_row(run: RunData, point: dict[str, Any], init_loss: float) -> dict[str, 
     counted = init_loss if final is None or not math.isfinite(final) else min(final, init_loss)
     return {
         **point,
-        "run": run.path.name,
         "status": state,
         "step": status.get("step"),
         "reason": status.get("reason"),

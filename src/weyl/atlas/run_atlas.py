@@ -18,7 +18,8 @@ from weyl.atlas.grid import AtlasGrid, RunPoint
 from weyl.atlas.methods import METHODS
 from weyl.atlas.outputs import atlas_markdown, log_to_wandb, write_figures, write_json
 from weyl.atlas.results import method_summaries, missing_row, run_row
-from weyl.atlas.scheduler import Job, exit_is_result, is_done, run_pool, uses_hydra_launcher
+from weyl.atlas.scheduler import Job, is_done, run_pool, uses_hydra_launcher
+from weyl.train.exit_codes import CRASHED
 
 DEFAULT_RECIPE = "cpu/gpt_cpu"
 
@@ -163,7 +164,7 @@ def run_atlas(
         nonlocal done
         done += 1
         state = (read_status(runs_dir / job.name) or {}).get("state", f"exit {code}")
-        note = "" if exit_is_result(code) else f" (exit {code}; log: {job.log})"
+        note = "" if code in (0, CRASHED) else f" (exit {code}; log: {job.log})"
         say(f"  [{done}/{len(jobs)}] {job.name}: {state} in {seconds:.0f} s{note}")
 
     if jobs:
@@ -171,12 +172,13 @@ def run_atlas(
 
     rows = []
     for p in points:
-        point = {"method": p.method, "width": p.width, "lr": p.lr, "seed": p.seed}
+        point = {"method": p.method, "width": p.width, "lr": p.lr, "seed": p.seed, "run": p.name}
         run_dir = runs_dir / p.name
         if (run_dir / "metrics.jsonl").is_file():
             rows.append(run_row(load_run(run_dir), point, init_loss))
         else:
-            rows.append(missing_row(point, init_loss))
+            state = (read_status(run_dir) or {}).get("state", "not run")
+            rows.append(missing_row(point, init_loss, state))
     summaries = method_summaries(rows, init_loss)
     figures = write_figures(rows, summaries, init_loss, out)
     wall = time.time() - started

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from weyl.train.exit_codes import BAD_INPUT, CRASHED, INTERRUPTED, PREEMPTED
+from weyl.train.exit_codes import BAD_INPUT, INTERRUPTED, PREEMPTED
 
 _PR_SET_PDEATHSIG = 1
 
@@ -174,8 +174,3 @@ def uses_hydra_launcher(overrides: Sequence[str]) -> bool:
 def is_done(status: dict | None) -> bool:
     """A run that needs no more training: finished, or crashed (a result, counted as ℓ₀)."""
     return bool(status) and status.get("state") in ("finished", "crashed")
-
-
-def exit_is_result(code: int) -> bool:
-    """Exit codes of a run that ended on its own: finished, crashed or failed."""
-    return code in (0, CRASHED, 1)

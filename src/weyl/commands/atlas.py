@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(args.out or ("runs/atlas_quick" if args.quick else "runs/atlas"))
     hydra = uses_hydra_launcher(grid.extra)
-    workers = args.jobs or (len(grid.methods) if hydra else os.cpu_count() or 1)
+    workers = args.jobs or (len(grid.methods) if hydra else len(os.sched_getaffinity(0)))
 
     from weyl.atlas.run_atlas import run_atlas
 
