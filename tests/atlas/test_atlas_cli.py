@@ -1,5 +1,5 @@
 """``weyl atlas`` end to end through the console script: 2 methods × 2 LRs × 1 width × 30 steps,
-killed after its first run finished and run again; then a crashed run counted as ℓ₀.
+killed after its first run finished and run again; the Hydra path, with a crashed run.
 
 The atlas's numbers are checked against the run directories' own files, read here with plain
 loops; the killed atlas must reuse the finished run (its metrics.jsonl unchanged, byte for
@@ -126,20 +126,6 @@ def test_outputs_hold_the_run_directories_own_numbers(killed_and_rerun):
     assert all(r["run"] in text for r in atlas["runs"])
 
 
-def test_a_crashed_run_is_a_result_counted_as_l0(tmp_path):
-    out = tmp_path / "atlas"
-    env = env_for(tmp_path, WEYL_TEST_INJECT_NAN_AT_STEP="5")
-    args = ["--methods", "z_loss", "--lrs", "0.01", "--widths", "32", "--steps", "10"]
-    done = subprocess.run(
-        atlas_cmd(out, *args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    (row,) = json.loads((out / "atlas.json").read_text())["runs"]
-    assert row["status"] == "crashed" and row["final_eval_loss"] is None
-    assert row["counted_loss"] == pytest.approx(L0)
-    assert row["failure_mode"] == "output-logit divergence"
-
-
 def test_bad_arguments_are_one_line_exit_2(tmp_path):
     for args in (["--lrs", "x"], ["--methods", "nope"], ["--steps", "3"], ["optim.lr"]):
         done = subprocess.run(
@@ -150,20 +136,23 @@ def test_bad_arguments_are_one_line_exit_2(tmp_path):
         assert done.stderr.startswith("weyl atlas: ") and done.stderr.count("\n") == 1
 
 
-def test_the_hydra_path_trains_into_the_same_run_folder(tmp_path):
+def test_the_hydra_path_trains_into_the_same_run_folder_and_a_crash_is_a_result(tmp_path):
     """With a Hydra launcher each method is one `weyl train -m` (here Hydra's basic launcher
-    standing in for hydra/launcher=slurm), writing the run folder the local pool would."""
+    standing in for hydra/launcher=slurm), writing the run folder the local pool would; a run
+    that crashes (a NaN loss injected at step 5) is a result counted as ℓ₀, not a failure."""
     out = tmp_path / "atlas"
-    args = ["--methods", "adamw", "--lrs", "0.01", "--widths", "32", "--steps", "10"]
+    args = ["--methods", "z_loss", "--lrs", "0.01", "--widths", "32", "--steps", "10"]
     done = subprocess.run(
-        atlas_cmd(out, *args, "hydra/launcher=basic"), cwd=tmp_path, env=env_for(tmp_path),
-        capture_output=True, text=True, timeout=300,
+        atlas_cmd(out, *args, "hydra/launcher=basic"), cwd=tmp_path, capture_output=True,
+        env=env_for(tmp_path, WEYL_TEST_INJECT_NAN_AT_STEP="5"), text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (row,) = json.loads((out / "atlas.json").read_text())["runs"]
-    assert row["run"] == "adamw_w32_lr0.01_s0" and row["status"] == "finished"
-    assert state_of(out / "runs" / "adamw_w32_lr0.01_s0") == "finished"
+    assert row["run"] == "z_loss_w32_lr0.01_s0"
+    assert state_of(out / "runs" / row["run"]) == row["status"] == "crashed"
     assert "train -m" in (out / "runs" / row["run"] / "command.txt").read_text()
+    assert row["final_eval_loss"] is None and row["counted_loss"] == pytest.approx(L0)
+    assert row["failure_mode"] == "output-logit divergence"
 
 
 def test_the_atlas_reaches_wandb_offline(killed_and_rerun, tmp_path, monkeypatch):
@@ -184,5 +173,7 @@ def test_the_atlas_reaches_wandb_offline(killed_and_rerun, tmp_path, monkeypatch
     wandb.teardown()  # the run file is complete once wandb's service has shut down
     run = read_offline_run(folder)
     assert run.group == "atlas"
-    logged = set().union(*(row.keys() for row in run.history))
-    assert {"atlas/runs", "atlas/methods"} | {f"atlas/{n}" for n in figures} <= logged
+    logged = {k: v for row in run.history for k, v in row.items()}
+    assert logged["atlas/runs/_type"] == logged["atlas/methods/_type"] == "table-file"
+    assert logged["atlas/runs/nrows"] == 4 and logged["atlas/methods/nrows"] == 2
+    assert all(logged[f"atlas/{name}/_type"] == "image-file" for name in figures)
