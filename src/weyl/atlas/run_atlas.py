@@ -39,9 +39,11 @@ class GridDefaults:
 # without warmup already stalls near the unigram loss (eval 3.03 at 100 steps, widths 64-256, while
 # Muon reached 2.15-2.21 and AdamW² 2.26-3.26), and at 2e-2 the CPU demo saw even the warmup run
 # collapse (1000 steps, NOTES.md); 1e-3 is below every measured failure. Widths 64 and 128 only:
-# on CPU a width-256 run costs ~4× a width-128 one and Muon's bfloat16 Newton-Schulz steps make
-# it several times slower again (measured in issue 18's report), which the 60-minute budget of
-# the default atlas on 2 cores cannot hold; add --widths 64 128 256 where time allows.
+# one thread trains width 64 at ~19k tokens/s (AdamW; Muon ~12.6k), width 128 at ~10.4k (Muon
+# ~2.0k: torch's Muon runs its Newton-Schulz steps in bfloat16, slow on CPU), width 256 at a
+# quarter of width 128 and Muon there ~12× slower still. With ~7 s of start-up per run, the 80
+# runs below take ~3700 core-seconds (~31 min on 2 cores, quiet machine); width 256 would not
+# fit the 60-minute budget. Add --widths 64 128 256 where time allows.
 DEFAULT = GridDefaults(
     methods=tuple(METHODS),
     lrs=(1e-3, 3e-3, 1e-2, 3e-2),
