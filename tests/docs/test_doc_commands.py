@@ -44,6 +44,10 @@ NOT_RUN: dict[str, str] = {
     r"^weyl demo\b": "minutes of CPU per run; shortened demos run in tests/test_demo.py",
     r"^weyl prepare openwebtext$": "downloads OpenWebText from the Hub (no network here); the "
     "same preparation from a local corpus (--source) runs in tests/data/",
+    r"^weyl atlas --recipe atlas/": "GPT-2 S on OpenWebText, one GPU per run: the same atlas "
+    "(grid, pool or Hydra launcher, outputs) runs on the CPU GPT through the weyl script in "
+    "tests/atlas/test_atlas_cli.py, and every method composes with atlas/gpt2_s in "
+    "tests/atlas/test_methods_and_grid.py",
     PAPER_RECIPE: "paper scale (GPUs, OpenWebText, ImageNet): the same recipe trains at "
     "scale=toy through the weyl script in tests/recipes/test_toy_recipes.py (checked below)",
 }

@@ -29,7 +29,8 @@ from weyl.config.compose import compose_raw, config_dir, load_config
 SWEEPS = config_dir().parent / "sweeps"  # wandb sweep files, not Hydra recipes
 RECIPE_NAMES = named_runs()
 BASES = base_recipes()
-WANDB_SWEEPS = sorted(SWEEPS.glob("*.yaml"))
+# The atlas's sweep runs `weyl atlas` (tests/atlas/test_methods_and_grid.py composes its points).
+WANDB_SWEEPS = sorted(p for p in SWEEPS.glob("*.yaml") if not p.stem.startswith("atlas_"))
 # The Hydra τ sweeps and their wandb twins must list the same grid.
 TAU_SWEEPS = {"ablation/gpt2_s_tau": "gpt2_s_tau.yaml", "ablation/swin_s_tau": "swin_s_tau.yaml"}
 
@@ -42,13 +43,14 @@ def test_recipe_tree_has_every_paper_experiment() -> None:
     assert sum(n.startswith("table1/") for n in RECIPE_NAMES) == 22
     assert sum(n.startswith("appendix/") for n in RECIPE_NAMES) == 9
     assert sum(n.startswith("ablation/") for n in RECIPE_NAMES) == 2
-    # One base per model (a Table 1 column, an appendix model, the CPU demo), one column per
-    # family of Table 2, and the four methods of Table 1.
+    # One base per model (a Table 1 column, an appendix model, the CPU demo, the atlas's GPT-2 S
+    # horizon), one column per family of Table 2, and the four methods of Table 1.
     assert BASES == [
         "appendix/flatten_swin_s_150ep",
         "appendix/flatten_swin_s_300ep",
         "appendix/gpt2_l",
         "appendix/vit_g",
+        "atlas/gpt2_s",
         "cpu/gpt_cpu",
         "table1/gpt2_s",
         "table1/swin_b",

@@ -13,6 +13,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "weyl.commands.demo",
         "the main job: AdamW vs AdamW+warmup vs AdamW² without warmup, on CPU in minutes",
     ),
+    "atlas": (
+        "weyl.commands.atlas",
+        "stability atlas: every warmup-free stabilizer's LR sensitivity on one model, side by side",
+    ),
     "train": (
         "weyl.commands.train",
         "train a recipe (Hydra app: weyl train recipe=... key=value, -m for sweeps)",
