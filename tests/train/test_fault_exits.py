@@ -448,8 +448,11 @@ def test_weyl_torchrun_rejects_a_bad_config_before_starting_a_worker(base_env, t
     assert one_line(r.stderr) == "weyl train: optim.lr: must be > 0, got -1.0"
     assert not (tmp_path / "r").exists()  # no worker ran
     r = weyl(["torchrun", "--nproc-per-node=2", "frobnicate"], base_env)
-    assert r.returncode == BAD_INPUT and one_line(r.stderr).startswith(
-        "weyl torchrun: unknown weyl command 'frobnicate'; choose one of: demo, train"
+    line = one_line(r.stderr)
+    assert r.returncode == BAD_INPUT
+    assert line.startswith("weyl torchrun: unknown weyl command 'frobnicate'; choose one of: ")
+    assert {"demo", "train", "atlas"} <= set(
+        line.split("choose one of: ")[1].split(" (")[0].split(", ")
     )
     r = weyl(["torchrun", "--nproc-per-node"], base_env)
     assert r.returncode == BAD_INPUT and "--nproc-per-node" in one_line(r.stderr)
