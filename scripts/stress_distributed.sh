@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the torchrun tests N times in a row (default 30) against a competing CPU load, counting
+# Run the torchrun tests (DDP, FSDP2, sharded checkpoints) N times in a row (default 30) against a competing CPU load, counting
 # failures: the check that a busy machine does not make the distributed tests flaky.
 #   scripts/stress_distributed.sh [N]
 # stress-ng (Debian package) makes the load; it is installed with apt-get when missing and we
@@ -40,7 +40,8 @@ for i in $(seq 1 "$runs"); do
   log="$logs/run$i.log"
   start=$SECONDS
   if nice -n 19 "$python" -m pytest -q -p no:cacheprovider \
-      tests/optim/test_distributed.py tests/train/test_train_distributed.py >"$log" 2>&1; then
+      tests/optim/test_distributed.py tests/train/test_train_distributed.py \
+      tests/train/test_sharded_distributed.py >"$log" 2>&1; then
     echo "stress: run $i/$runs passed ($((SECONDS - start)) s)"
     rm -f "$log"
   else
