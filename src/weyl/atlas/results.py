@@ -20,7 +20,7 @@ from typing import Any
 
 from weyl.report.lr_sensitivity import best_loss, lr_sensitivity
 from weyl.report.run_data import RunData
-from weyl.report.verdicts import COLLAPSE_ENTROPY, COLLAPSE_SEC2
+from weyl.report.verdicts import COLLAPSE_ENTROPY, COLLAPSE_SEC2, final_layer_values
 
 COLLAPSE = "attention-entropy collapse"
 LOGIT_DIVERGENCE = "output-logit divergence"
@@ -36,20 +36,11 @@ SPIKE_RISE = 1.5
 DONE_STATES = ("finished", "crashed")  # a result; any other state is trained again
 
 
-def _final_layers(run: RunData, suffix: str) -> dict[str, float]:
-    values = {}
-    for layer in run.layers():
-        last = run.last(f"attn/{layer}/{suffix}")
-        if last is not None:
-            values[layer] = last
-    return values
-
-
 def collapsed_layers(run: RunData) -> list[str]:
     """Layers whose last diagnostics show entropy < 0.2 with SEC(d_q,2) > 0.95 (the demo's
     collapse signature)."""
-    entropy = _final_layers(run, "entropy_mean")
-    sec2 = _final_layers(run, "sec_s2_mean")
+    entropy = final_layer_values(run, "entropy_mean")
+    sec2 = final_layer_values(run, "sec_s2_mean")
     return [
         layer
         for layer, value in entropy.items()
@@ -101,8 +92,8 @@ def run_row(run: RunData, point: dict[str, Any], init_loss: float) -> dict[str, 
     _, qk = run.series("attn/qk_sigma1_max")
     _, entropy = run.series("attn/entropy_min")
     _, sec2 = run.layer_extreme("sec_s2_max", "max")
-    final_entropy = _final_layers(run, "entropy_mean")
-    final_sec2 = _final_layers(run, "sec_s2_mean")
+    final_entropy = final_layer_values(run, "entropy_mean")
+    final_sec2 = final_layer_values(run, "sec_s2_mean")
     collapsed = collapsed_layers(run)
     mode = failure_mode(run, init_loss)
     counted = init_loss if final is None or not math.isfinite(final) else min(final, init_loss)

@@ -496,38 +496,35 @@ class Trainer:
                 loss_t = torch.full_like(loss_t, float("nan"))
             halted = self.guard.observe(loss_t, norm_t, self.step + 1)
             read = None
-            if not self.skips_on_device:
-                read = self._host_read(loss_t, norm_t)
-                if read[0] is not None:
-                    outcome = self._on_crash(read[0])
-                    if outcome is not None:
-                        return outcome
-                    window_units, window_time = 0, 0.0
-                    continue
-            else:
+            if self.skips_on_device:
                 p.optimizer.found_inf = halted
-            p.optimizer.step()
-            p.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            window_units += units * self.ctx.world_size
-            fault_injection.hooks.after_update()
-            if read is None and not self._sync_due() and self.step < p.total_steps:
-                # No host sync: the GPU keeps its queue; the crash guard decides on the device.
-                window_time += time.perf_counter() - t0
-                if self._lr_view_due():  # rank 0 alone: no collective, no verdict
-                    lr_keys = self._optimizer_report(False, True)
-                    if lr_keys and self.ctx.is_main:
-                        p.loggers.log({"step": self.step, "lr": lr, **lr_keys})
-                fault_injection.hooks.after_step(self.step)
-                continue
-            if read is None:
+            else:
                 read = self._host_read(loss_t, norm_t)
-                if read[0] is not None:
-                    outcome = self._on_crash(read[0])
-                    if outcome is not None:
-                        return outcome
-                    window_units, window_time = 0, 0.0
+            # A verdict read before step() keeps a flagged update from being applied; otherwise
+            # the optimizer skipped it on the device and the host reads the verdict after.
+            if read is None or read[0] is None:
+                p.optimizer.step()
+                p.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                window_units += units * self.ctx.world_size
+                fault_injection.hooks.after_update()
+                if read is None and not self._sync_due() and self.step < p.total_steps:
+                    # No host sync: the GPU keeps its queue; the guard decides on the device.
+                    window_time += time.perf_counter() - t0
+                    if self._lr_view_due():  # rank 0 alone: no collective, no verdict
+                        lr_keys = self._optimizer_report(False, True)
+                        if lr_keys and self.ctx.is_main:
+                            p.loggers.log({"step": self.step, "lr": lr, **lr_keys})
+                    fault_injection.hooks.after_step(self.step)
                     continue
+                if read is None:
+                    read = self._host_read(loss_t, norm_t)
+            if read[0] is not None:
+                outcome = self._on_crash(read[0])
+                if outcome is not None:
+                    return outcome
+                window_units, window_time = 0, 0.0
+                continue
             _, loss, grad_norm, stop = read
             self.last_loss = loss
             window_time += time.perf_counter() - t0
