@@ -5,14 +5,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from weyl.atlas.reference_levels import uniform_causal_entropy, unigram_loss
 from weyl.atlas.results import (
     COLLAPSE,
     LOGIT_DIVERGENCE,
     LOSS_SPIKE,
     NO_FAILURE,
     RUN_ERROR,
+    STALL,
+    UNIFORM_ATTENTION,
     failure_mode,
     method_summaries,
     missing_row,
@@ -87,6 +92,47 @@ def test_finished_runs_that_did_not_learn_or_spiked():
     wobble = make_run([4.0, 2.0, 2.9, 2.1, 1.9], HEALTHY, eval_loss=1.95)  # 2.9 < 3.0
     assert failure_mode(wobble, L0) == NO_FAILURE
     assert failure_mode(make_run([4.0], HEALTHY, "failed", "OSError"), L0) == RUN_ERROR
+
+
+def test_unigram_loss_is_the_cross_entropy_of_smoothed_training_frequencies():
+    train = np.array([0, 0, 0, 1, 1, 2], dtype=np.uint16)
+    val = np.array([0, 1, 3, 0], dtype=np.uint16)
+    vocab = 4
+    # By hand: add-one counts 4, 3, 2, 1 over 10.
+    p = {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}
+    expected = -sum(math.log(p[int(t)]) for t in val) / len(val)
+    assert unigram_loss(train, val, vocab) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("context", [1, 2, 7, 64])
+def test_uniform_causal_entropy_is_the_entropy_of_a_uniform_causal_map(context):
+    keep = torch.tril(torch.ones(context, context, dtype=torch.float64))
+    probs = keep / keep.sum(-1, keepdim=True)
+    rows = -(probs * torch.where(probs > 0, probs.log(), 0.0)).sum(-1)
+    assert uniform_causal_entropy(context) == pytest.approx(rows.mean().item(), rel=1e-12)
+
+
+def test_a_stall_at_the_unigram_loss_and_attention_that_stayed_uniform():
+    unigram, h_u = 3.02, uniform_causal_entropy(64)
+    stalled = make_run([4.0, 3.1, 3.05], HEALTHY, eval_loss=3.0)  # within 0.05 of ℓ₁
+    assert failure_mode(stalled, L0, unigram, h_u) == STALL
+    assert failure_mode(stalled, L0) == NO_FAILURE  # no level given, nothing to test against
+    learned = make_run([4.0, 3.0, 2.5], HEALTHY, eval_loss=2.9)
+    assert failure_mode(learned, L0, unigram, h_u) == NO_FAILURE
+    flat = [
+        layer_diag(0, [h_u, h_u], [0.3, 0.3], 0.05),
+        layer_diag(50, [h_u, 0.999 * h_u], [0.9, 0.9], 0.01),
+    ]
+    uniform = make_run([4.0, 3.0, 2.4], flat, eval_loss=2.35)
+    assert failure_mode(uniform, L0, unigram, h_u) == UNIFORM_ATTENTION
+    # One layer that learned to attend is enough to use the attention.
+    one_used = [layer_diag(50, [h_u, 0.99 * h_u], [0.9, 0.9], 0.01)]
+    assert (
+        failure_mode(make_run([4.0, 2.4], one_used, eval_loss=2.35), L0, unigram, h_u) == NO_FAILURE
+    )
+    row = run_row(uniform, {"method": "sigma_reparam"}, L0, unigram, h_u)
+    assert row["failure_mode"] == UNIFORM_ATTENTION
+    assert row["max_qk_sigma1"] == 0.05 and row["final_qk_sigma1"] == 0.01
 
 
 def test_run_row_reads_the_run_extremes_and_counts_crashes_as_l0():

@@ -56,10 +56,11 @@ def resolved_leaves(*overrides: str) -> dict[str, Any]:
 
 
 def test_every_fixture_recipe_is_snapshotted() -> None:
-    # 22 Table 1 runs (2 of them the nanoGPT-init pair), 9 appendix runs, 2 τ sweeps, 4 CPU demo runs, 1 smoke run.
+    # 22 Table 1 runs (2 of them the nanoGPT-init pair), 9 appendix runs, 2 τ sweeps, 4 CPU demo
+    # runs, 1 smoke run, the GPT-2 S atlas.
     groups = [r.split("/")[0] for r in RECIPES]
     counts = {g: groups.count(g) for g in set(groups)}
-    assert counts == {"table1": 22, "appendix": 9, "ablation": 2, "cpu": 4, "smoke": 1}
+    assert counts == {"table1": 22, "appendix": 9, "ablation": 2, "cpu": 4, "smoke": 1, "atlas": 1}
     assert len(load_fixture("ablation/gpt2_s_tau")) == 2 * 4  # both scales × 4 τ
     assert len(load_fixture("ablation/swin_s_tau")) == 2 * 5
 

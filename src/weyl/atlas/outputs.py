@@ -24,7 +24,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from weyl.atlas.methods import METHODS
-from weyl.atlas.results import COLLAPSE, FAILURE_MODES, LOGIT_DIVERGENCE, LOSS_SPIKE, RUN_ERROR
+from weyl.atlas.reference_levels import STALL_MARGIN, UNIFORM_FRACTION
+from weyl.atlas.results import (
+    COLLAPSE,
+    FAILURE_MODES,
+    LOGIT_DIVERGENCE,
+    LOSS_SPIKE,
+    NO_FAILURE,
+    RUN_ERROR,
+    STALL,
+    UNIFORM_ATTENTION,
+)
 
 FIGURES = {
     "final_loss_vs_lr": "(a) final eval loss vs peak LR",
@@ -34,10 +44,12 @@ FIGURES = {
     "failure_modes": "(e) failure modes",
 }
 _MODE_COLOURS = {
-    "none": "#4daf4a",
+    NO_FAILURE: "#4daf4a",
     COLLAPSE: "#e41a1c",
     LOGIT_DIVERGENCE: "#984ea3",
     LOSS_SPIKE: "#ff7f00",
+    STALL: "#ffd92f",
+    UNIFORM_ATTENTION: "#80b1d3",
     RUN_ERROR: "#999999",
 }
 
@@ -57,8 +69,11 @@ def _ordered(values: Sequence[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
-def plot_loss_vs_lr(rows: Sequence[dict], init_loss: float, path: Path) -> Path:
-    """(a): one panel per width, one line per method; crashed / lossless runs as × at ℓ₀."""
+def plot_loss_vs_lr(
+    rows: Sequence[dict], init_loss: float, path: Path, unigram: float | None = None
+) -> Path:
+    """(a): one panel per width, one line per method; crashed / lossless runs as × at ℓ₀; the
+    unigram loss ℓ₁ as a dashed line when known."""
     widths = sorted({r["width"] for r in rows})
     methods = _ordered(r["method"] for r in rows)
     fig, axes = plt.subplots(1, len(widths), figsize=(5 * len(widths), 4), squeeze=False)
@@ -78,6 +93,8 @@ def plot_loss_vs_lr(rows: Sequence[dict], init_loss: float, path: Path) -> Path:
             if failed:
                 ax.plot(failed, [init_loss] * len(failed), "x", color=colour, markersize=9)
         ax.axhline(init_loss, color="grey", linestyle=":", linewidth=1)
+        if unigram is not None:
+            ax.axhline(unigram, color="grey", linestyle="--", linewidth=1, label="unigram loss ℓ₁")
         ax.set_xscale("log")
         ax.set_title(f"width {width}")
         ax.set_xlabel("peak learning rate")
@@ -147,12 +164,16 @@ def plot_failure_modes(rows: Sequence[dict], path: Path) -> Path:
 
 
 def write_figures(
-    rows: Sequence[dict], summaries: Sequence[dict], init_loss: float, out: Path
+    rows: Sequence[dict],
+    summaries: Sequence[dict],
+    init_loss: float,
+    out: Path,
+    unigram: float | None = None,
 ) -> dict[str, Path]:
     """The five PNGs into ``out``; returns name → path."""
     any_stable = any(s["largest_stable_lr"] is not None for s in summaries)
     return {
-        "final_loss_vs_lr": plot_loss_vs_lr(rows, init_loss, out / "final_loss_vs_lr.png"),
+        "final_loss_vs_lr": plot_loss_vs_lr(rows, init_loss, out / "final_loss_vs_lr.png", unigram),
         "lr_sensitivity": _bars(
             summaries, "lr_sensitivity", "LR sensitivity (nats)", out / "lr_sensitivity.png"
         ),
@@ -191,12 +212,36 @@ method alike. ℓ₀ (the loss a crashed run counts as) is ln(vocab), the loss o
 prediction at initialisation."""
 
 
+def _levels_paragraph(unigram: float | None, uniform_entropy: float | None) -> list[str]:
+    text = (
+        "Failure modes, in the order they are tested: attention-entropy collapse (a layer ends "
+        "with entropy < 0.2 and SEC(d_q,2) > 0.95); output-logit divergence (crashed on a "
+        "non-finite or diverging loss, or ended at or above ℓ₀); loss spike (stopped by the "
+        "spike guard, or a logged loss 1.5× the lowest before it)"
+    )
+    if unigram is not None:
+        text += (
+            f"; stall at unigram loss (final eval loss ≥ ℓ₁ − {STALL_MARGIN:g}, with "
+            f"ℓ₁ = {unigram:.4f} the validation loss of predicting the training split's token "
+            "frequencies whatever the context)"
+        )
+    if uniform_entropy is not None:
+        text += (
+            f"; attention stays uniform (every layer ends with entropy ≥ {UNIFORM_FRACTION:g} × "
+            f"{uniform_entropy:.4f}, the entropy of a uniform causal map: the model learned "
+            "without using its attention)"
+        )
+    return [text + ".", ""]
+
+
 def atlas_markdown(
     rows: Sequence[dict],
     summaries: Sequence[dict],
     init_loss: float,
     figures: dict[str, Path],
     header: Sequence[str],
+    unigram: float | None = None,
+    uniform_entropy: float | None = None,
 ) -> str:
     """``atlas.md``: the grid, the per-method table, the per-run table, the figures, fairness."""
     lines = ["# Stability atlas", "", *header, ""]
@@ -219,13 +264,18 @@ def atlas_markdown(
         "",
         "## Every run",
         "",
-        "| run | status | final eval loss | failure mode | max σ₁(WqᵀWk) | min entropy | max SEC(d_q,2) |",
-        "|---|---|---|---|---|---|---|",
+        *_levels_paragraph(unigram, uniform_entropy),
+        "σ₁(WqᵀWk) and the smallest head entropy: over the run's diagnostics, and at its last.",
+        "",
+        "| run | status | final eval loss | failure mode | max σ₁(WqᵀWk) | σ₁ at end | "
+        "min entropy | at end | max SEC(d_q,2) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['status']} | {_fmt(r['final_eval_loss'])} | "
-            f"{r['failure_mode']} | {_fmt(r['max_qk_sigma1'])} | {_fmt(r['min_entropy'])} | "
+            f"{r['failure_mode']} | {_fmt(r['max_qk_sigma1'])} | {_fmt(r.get('final_qk_sigma1'))} | "
+            f"{_fmt(r['min_entropy'])} | {_fmt(r.get('final_min_entropy'))} | "
             f"{_fmt(r['max_sec_s2'])} |"
         )
     lines += ["", "## Figures", ""]
@@ -262,7 +312,8 @@ def log_to_wandb(
     from weyl.train.loggers import resolve_wandb_mode
 
     columns = ["method", "width", "lr", "seed", "status", "final_eval_loss", "failure_mode"]
-    columns += ["max_qk_sigma1", "min_entropy", "max_sec_s2"]
+    columns += ["max_qk_sigma1", "final_qk_sigma1", "min_entropy", "final_min_entropy"]
+    columns += ["max_sec_s2"]
     run = wandb.init(
         project=project,
         group="atlas",

@@ -10,6 +10,10 @@ over the run, each layer's final entropy and SEC(d_q,2) (``attn/Lxx/entropy_mean
 the uniform prediction an initialised LM makes (:func:`weyl.train.crash_guard.chance_loss`). It is
 the same for every run and needs no extra eval at step 0. A run that crashed, failed or ended
 with a non-finite loss counts as ℓ₀ (:func:`weyl.report.lr_sensitivity.capped_losses`).
+
+Two more reference levels (:mod:`weyl.atlas.reference_levels`) name what a run that trained
+without failing is stuck at: the unigram loss ℓ₁ (a stall) and the uniform attention entropy
+(attention that never left its initial, near-uniform pattern).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from weyl.atlas.reference_levels import STALL_MARGIN, UNIFORM_FRACTION
 from weyl.report.lr_sensitivity import best_loss, lr_sensitivity
 from weyl.report.run_data import RunData
 from weyl.report.verdicts import COLLAPSE_ENTROPY, COLLAPSE_SEC2, final_layer_values
@@ -25,9 +30,19 @@ from weyl.report.verdicts import COLLAPSE_ENTROPY, COLLAPSE_SEC2, final_layer_va
 COLLAPSE = "attention-entropy collapse"
 LOGIT_DIVERGENCE = "output-logit divergence"
 LOSS_SPIKE = "loss spike"
+STALL = "stall at unigram loss"
+UNIFORM_ATTENTION = "attention stays uniform"
 NO_FAILURE = "none"
 RUN_ERROR = "error"  # the run stopped on an exception: no training outcome to classify
-FAILURE_MODES = (COLLAPSE, LOGIT_DIVERGENCE, LOSS_SPIKE, NO_FAILURE, RUN_ERROR)
+FAILURE_MODES = (
+    COLLAPSE,
+    LOGIT_DIVERGENCE,
+    LOSS_SPIKE,
+    STALL,
+    UNIFORM_ATTENTION,
+    NO_FAILURE,
+    RUN_ERROR,
+)
 
 # A logged training loss this many times the lowest one logged before it is a spike (the crash
 # guard's own spike test stops a run at 3× its running median; this one also catches the
@@ -57,14 +72,22 @@ def _has_spike(losses: Sequence[float]) -> bool:
     return False
 
 
-def failure_mode(run: RunData, init_loss: float) -> str:
+def failure_mode(
+    run: RunData,
+    init_loss: float,
+    unigram: float | None = None,
+    uniform_entropy: float | None = None,
+) -> str:
     """Why the run failed, from its diagnostics and outcome; :data:`NO_FAILURE` when it did not.
 
     In order: attention collapsed at its last diagnostics (whatever happened after, the
     attention explains it); the crash guard stopped it (a spike → loss spike; a non-finite loss
     or one above its bound → output-logit divergence: a cross-entropy far above ln(vocab) needs
     large, confidently wrong logits); it ended at or above ℓ₀ or non-finite (output-logit
-    divergence); its training loss spiked and recovered (loss spike).
+    divergence); its training loss spiked and recovered (loss spike); its final eval loss is
+    within STALL_MARGIN of the unigram loss ``unigram`` or above it (stall); every layer ended
+    with uniform attention (entropy ≥ UNIFORM_FRACTION · ``uniform_entropy``). The last two are
+    only tested when their level is given.
     """
     if collapsed_layers(run):
         return COLLAPSE
@@ -80,12 +103,24 @@ def failure_mode(run: RunData, init_loss: float) -> str:
         return LOGIT_DIVERGENCE
     if _has_spike(losses):
         return LOSS_SPIKE
+    if unigram is not None and final >= unigram - STALL_MARGIN:
+        return STALL
+    entropy = final_layer_values(run, "entropy_mean").values()
+    if uniform_entropy is not None and entropy:
+        floor = UNIFORM_FRACTION * uniform_entropy
+        return UNIFORM_ATTENTION if all(v >= floor for v in entropy) else NO_FAILURE
     return NO_FAILURE
 
 
-def run_row(run: RunData, point: dict[str, Any], init_loss: float) -> dict[str, Any]:
+def run_row(
+    run: RunData,
+    point: dict[str, Any],
+    init_loss: float,
+    unigram: float | None = None,
+    uniform_entropy: float | None = None,
+) -> dict[str, Any]:
     """One run's entry of ``atlas.json``: ``point`` (method, width, lr, seed, run name) plus what
-    it measured."""
+    it measured; the levels are :func:`failure_mode`'s."""
     status = run.status or {}
     state = status.get("state", "not started")
     final = run.last("eval/loss") if state == "finished" else None
@@ -95,7 +130,7 @@ def run_row(run: RunData, point: dict[str, Any], init_loss: float) -> dict[str, 
     final_entropy = final_layer_values(run, "entropy_mean")
     final_sec2 = final_layer_values(run, "sec_s2_mean")
     collapsed = collapsed_layers(run)
-    mode = failure_mode(run, init_loss)
+    mode = failure_mode(run, init_loss, unigram, uniform_entropy)
     counted = init_loss if final is None or not math.isfinite(final) else min(final, init_loss)
     return {
         **point,
@@ -106,7 +141,9 @@ def run_row(run: RunData, point: dict[str, Any], init_loss: float) -> dict[str, 
         "counted_loss": counted,
         "failure_mode": mode,
         "max_qk_sigma1": max(qk) if qk else None,
+        "final_qk_sigma1": qk[-1] if qk else None,
         "min_entropy": min(entropy) if entropy else None,
+        "final_min_entropy": entropy[-1] if entropy else None,
         "max_sec_s2": max(sec2) if sec2 else None,
         "final_layer_entropy": final_entropy,
         "final_layer_sec_s2": final_sec2,
@@ -125,7 +162,9 @@ def missing_row(point: dict[str, Any], init_loss: float, state: str = "not run")
         "counted_loss": init_loss,
         "failure_mode": RUN_ERROR,
         "max_qk_sigma1": None,
+        "final_qk_sigma1": None,
         "min_entropy": None,
+        "final_min_entropy": None,
         "max_sec_s2": None,
         "collapsed_layers": [],
         "stable": False,

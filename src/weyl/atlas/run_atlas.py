@@ -17,6 +17,7 @@ from typing import Any
 from weyl.atlas.grid import AtlasGrid, RunPoint
 from weyl.atlas.methods import METHODS
 from weyl.atlas.outputs import atlas_markdown, log_to_wandb, write_figures, write_json
+from weyl.atlas.reference_levels import data_unigram_loss, uniform_causal_entropy
 from weyl.atlas.results import method_summaries, missing_row, run_row
 from weyl.atlas.scheduler import Job, is_done, run_pool, uses_hydra_launcher
 from weyl.train.exit_codes import CRASHED
@@ -177,17 +178,19 @@ def run_atlas(
     if jobs:
         run_pool(jobs, workers, on_exit)
 
+    unigram = data_unigram_loss(first.data, first.model.vocab_size)
+    uniform_entropy = uniform_causal_entropy(first.model.block_size)
     rows = []
     for p in points:
         point = {"method": p.method, "width": p.width, "lr": p.lr, "seed": p.seed, "run": p.name}
         run_dir = runs_dir / p.name
         if (run_dir / "metrics.jsonl").is_file():
-            rows.append(run_row(load_run(run_dir), point, init_loss))
+            rows.append(run_row(load_run(run_dir), point, init_loss, unigram, uniform_entropy))
         else:
             state = (read_status(run_dir) or {}).get("state", "not run")
             rows.append(missing_row(point, init_loss, state))
     summaries = method_summaries(rows, init_loss)
-    figures = write_figures(rows, summaries, init_loss, out)
+    figures = write_figures(rows, summaries, init_loss, out, unigram)
     wall = time.time() - started
     header = [
         f"Recipe `{grid.recipe}`, {grid.steps} steps per run, methods {', '.join(grid.methods)}, "
@@ -199,13 +202,17 @@ def run_atlas(
         f"{len(points)} runs: {len(todo)} trained by this command, {reused} reused; "
         f"wall time of this command {wall / 60:.1f} min with {workers} runs at a time.",
     ]
-    (out / "atlas.md").write_text(atlas_markdown(rows, summaries, init_loss, figures, header))
+    (out / "atlas.md").write_text(
+        atlas_markdown(rows, summaries, init_loss, figures, header, unigram, uniform_entropy)
+    )
     write_json(
         out / "atlas.json",
         {
             "grid": {**asdict(grid), "min_lr": grid.min_lr},
             "init_loss": init_loss,
             "init_loss_is": f"ln(model.vocab_size = {first.model.vocab_size})",
+            "unigram_loss": unigram,
+            "uniform_attention_entropy": uniform_entropy,
             "runs": rows,
             "methods": summaries,
             "figures": {name: path.name for name, path in figures.items()},
