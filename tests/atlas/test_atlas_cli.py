@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,6 +103,22 @@ def test_outputs_hold_the_run_directories_own_numbers(killed_and_rerun):
     out, _, _ = killed_and_rerun
     atlas = json.loads((out / "atlas.json").read_text())
     assert atlas["init_loss"] == pytest.approx(L0)
+    # ℓ₁ by hand: add-one character frequencies of the prepared training split, scored on val.
+    (train_bin,) = (out.parent / "data").rglob("train.bin")
+    train = np.fromfile(train_bin, dtype=np.uint16)
+    val = np.fromfile(train_bin.with_name("val.bin"), dtype=np.uint16)
+    ids, counts = np.unique(train, return_counts=True)
+    freq = dict(zip(ids.tolist(), counts.tolist()))
+    total = len(train) + 128
+    val_ids, val_counts = np.unique(val, return_counts=True)
+    nll = sum(
+        -c * math.log((freq.get(t, 0) + 1) / total)
+        for t, c in zip(val_ids.tolist(), val_counts.tolist())
+    )
+    assert atlas["unigram_loss"] == pytest.approx(nll / len(val), rel=1e-9)
+    assert atlas["uniform_attention_entropy"] == pytest.approx(
+        sum(math.log(i) for i in range(1, 65)) / 64
+    )
     for row in atlas["runs"]:
         lines = (out / "runs" / row["run"] / "metrics.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines if line.strip()]
@@ -110,6 +127,7 @@ def test_outputs_hold_the_run_directories_own_numbers(killed_and_rerun):
         entropy = [r["attn/entropy_min"] for r in records if "attn/entropy_min" in r]
         assert row["final_eval_loss"] == evals[-1]
         assert row["max_qk_sigma1"] == max(qk) and row["min_entropy"] == min(entropy)
+        assert row["final_qk_sigma1"] == qk[-1] and row["final_min_entropy"] == entropy[-1]
         assert row["run"] == f"{row['method']}_w32_lr{row['lr']}_s0"
     for summary in atlas["methods"]:
         losses = [
@@ -177,3 +195,23 @@ def test_the_atlas_reaches_wandb_offline(killed_and_rerun, tmp_path, monkeypatch
     assert logged["atlas/runs/_type"] == logged["atlas/methods/_type"] == "table-file"
     assert logged["atlas/runs/nrows"] == 4 and logged["atlas/methods/nrows"] == 2
     assert all(logged[f"atlas/{name}/_type"] == "image-file" for name in figures)
+
+
+def test_a_rerun_that_only_reuses_keeps_what_the_training_took(killed_and_rerun):
+    out, _, _ = killed_and_rerun
+    before = json.loads((out / "atlas.json").read_text())
+    again = subprocess.run(
+        atlas_cmd(out, *GRID), cwd=out.parent, env=env_for(out.parent), capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    atlas = json.loads((out / "atlas.json").read_text())
+    assert atlas["trained"] == 0 and atlas["reused"] == 4
+    assert atlas["invocations"][:-1] == before["invocations"]
+    assert atlas["invocations"][-2]["trained"] == 3
+    wall = before["invocations"][-1]["wall_s"] / 60
+    assert (
+        f"Earlier commands into this directory trained 3 runs in {wall:.1f} min"
+        in (out / "atlas.md").read_text()
+    )
+    assert atlas["runs"] == before["runs"]  # the same runs read the same way

@@ -2,10 +2,12 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from weyl.config import ConfigError, load_config
+from weyl.config.compose import first_job_overrides
 
 BASE = ["recipe=smoke/gpt_tiny"]
 
@@ -72,3 +74,37 @@ def test_cli_prints_one_line_and_exit_code_2():
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "optim.tau" in lines[0], out.stderr
+
+
+def test_a_sweeps_first_job_is_each_sweep_at_its_first_value():
+    overrides = ["recipe=smoke/gpt_tiny", "optim.tau=0.01,0.02", "+x=choice(a,b)"]
+    overrides += ["trainer.seed=range(3,6)", "hydra/launcher=basic", "hydra.sweep.dir=d"]
+    assert first_job_overrides(overrides) == [
+        "recipe=smoke/gpt_tiny",
+        "optim.tau=0.01",
+        "+x=a",
+        "trainer.seed=3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "fragments"),
+    [
+        (["optim.nope=1,2"], ["optim.nope", "unknown key", "weight_decay"]),
+        (["optim.lr=-1,1e-3"], ["optim.lr", "must be > 0"]),
+        (["model=nope,gpt"], ["model=nope"]),
+    ],
+)
+def test_a_sweep_with_a_bad_first_job_is_one_line_exit_2(tmp_path, sweep, fragments):
+    weyl = str(Path(sys.executable).parent / "weyl")
+    out = subprocess.run(
+        [weyl, "train", "-m", *BASE, *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and all(f in lines[0] for f in fragments), out.stderr
+    assert not (tmp_path / "sweep").exists()  # nothing was started

@@ -44,6 +44,10 @@ NOT_RUN: dict[str, str] = {
     r"^weyl demo\b": "minutes of CPU per run; shortened demos run in tests/test_demo.py",
     r"^weyl prepare openwebtext$": "downloads OpenWebText from the Hub (no network here); the "
     "same preparation from a local corpus (--source) runs in tests/data/",
+    r"^weyl atlas( --quick)?( --out \S+)?$": "the default atlas trains 80 runs (~30 min on 2 "
+    "cores), --quick 30 (~6 min): measured for the README; the same machinery (grid, pool, "
+    "reuse, resume, outputs) runs through the weyl script on 2 methods × 2 LRs × 30 steps in "
+    "tests/atlas/test_atlas_cli.py",
     r"^weyl atlas --recipe atlas/": "GPT-2 S on OpenWebText, one GPU per run: the same atlas "
     "(grid, pool or Hydra launcher, outputs) runs on the CPU GPT through the weyl script in "
     "tests/atlas/test_atlas_cli.py, and every method composes with atlas/gpt2_s in "

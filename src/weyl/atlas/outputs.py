@@ -7,7 +7,8 @@ Figures (one PNG each, headless):
 (c) ``stable_lr.png``: each method's largest stable LR per width;
 (d) ``best_loss.png``: each method's best loss over the grid, per width;
 (e) ``failure_modes.png``: per width a method × LR map of the failure modes, each cell
-    annotated with its max σ₁(WqᵀWk) and min attention entropy.
+    annotated with σ₁(WqᵀWk) and the smallest head entropy at the run's last diagnostics (what
+    the mode is judged on; the extremes over the run are in ``atlas.md``).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _bars(summaries: Sequence[dict], key: str, ylabel: str, path: Path, log: boo
 
 def plot_failure_modes(rows: Sequence[dict], path: Path) -> Path:
     """(e): per width a method × LR grid coloured by failure mode (first seed), annotated
-    with max σ₁(WqᵀWk) and min entropy."""
+    with σ₁(WqᵀWk) and the smallest entropy at the run's end."""
     widths = sorted({r["width"] for r in rows})
     methods = _ordered(r["method"] for r in rows)
     lrs = sorted({r["lr"] for r in rows})
@@ -147,7 +148,7 @@ def plot_failure_modes(rows: Sequence[dict], path: Path) -> Path:
                     continue
                 row = min(at, key=lambda r: r["seed"])
                 ax.add_patch(plt.Rectangle((j, i), 1, 1, color=_MODE_COLOURS[row["failure_mode"]]))
-                qk, ent = row.get("max_qk_sigma1"), row.get("min_entropy")
+                qk, ent = row.get("final_qk_sigma1"), row.get("final_min_entropy")
                 text = f"σ {qk:.3g}\nH {ent:.2g}" if qk is not None and ent is not None else "—"
                 ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=6)
         ax.set_xlim(0, len(lrs))
@@ -157,7 +158,7 @@ def plot_failure_modes(rows: Sequence[dict], path: Path) -> Path:
         ax.set_yticks([i + 0.5 for i in range(len(methods))])
         ax.set_yticklabels([_label(m) for m in methods], fontsize=7)
         ax.set_xlabel("peak learning rate")
-        ax.set_title(f"width {width}")
+        ax.set_title(f"width {width}\nσ: σ₁(WqᵀWk), H: min entropy, at the end", fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=_MODE_COLOURS[m]) for m in FAILURE_MODES]
     axes[0][-1].legend(handles, FAILURE_MODES, fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
     return _save(fig, path)

@@ -129,6 +129,25 @@ def recipe_width(recipe: str) -> int:
     return width
 
 
+def earlier_invocations(path: Path) -> list[dict[str, Any]]:
+    """What earlier ``weyl atlas`` commands into this directory trained (from its atlas.json; a
+    file from before the list was kept counts as one command), so a rerun that only reuses runs
+    keeps the time the training took. [] when there is no readable file."""
+    import json
+
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(previous, dict):
+        return []
+    if isinstance(previous.get("invocations"), list):
+        return [i for i in previous["invocations"] if isinstance(i, dict)]
+    if isinstance(previous.get("trained"), int) and isinstance(previous.get("wall_s"), float):
+        return [{k: previous[k] for k in ("trained", "reused", "wall_s") if k in previous}]
+    return []
+
+
 def _jobs(grid: AtlasGrid, runs_dir: Path, logs: Path, todo: Sequence[RunPoint]) -> list[Job]:
     if uses_hydra_launcher(grid.extra):
         methods = list(dict.fromkeys(p.method for p in todo))
@@ -202,6 +221,21 @@ def run_atlas(
         f"{len(points)} runs: {len(todo)} trained by this command, {reused} reused; "
         f"wall time of this command {wall / 60:.1f} min with {workers} runs at a time.",
     ]
+    invocations = [
+        *earlier_invocations(out / "atlas.json"),
+        {"trained": len(todo), "reused": reused, "wall_s": wall, "workers": workers},
+    ]
+    earlier = [i for i in invocations[:-1] if i.get("trained")]
+    if earlier:
+        header.append(
+            "Earlier commands into this directory trained "
+            + "; ".join(
+                f"{i['trained']} runs in {i['wall_s'] / 60:.1f} min"
+                + (f" ({i['workers']} at a time)" if i.get("workers") else "")
+                for i in earlier
+            )
+            + "."
+        )
     (out / "atlas.md").write_text(
         atlas_markdown(rows, summaries, init_loss, figures, header, unigram, uniform_entropy)
     )
@@ -219,6 +253,7 @@ def run_atlas(
             "trained": len(todo),
             "reused": reused,
             "wall_s": wall,
+            "invocations": invocations,
         },
     )
     paths = {"atlas.md": out / "atlas.md", "atlas.json": out / "atlas.json", **figures}

@@ -33,6 +33,7 @@ from weyl.config.compose import (
     compose_raw,
     compose_run,
     config_dir,
+    first_job_overrides,
     to_plain,
 )
 from weyl.train.exit_codes import BAD_INPUT, ERROR, INTERRUPTED, worst_exit_code
@@ -242,11 +243,16 @@ def _run_hydra_main(argv: list[str]) -> int:
 
 
 def _check_before_hydra(args: argparse.Namespace) -> None:
-    """Hydra reports a broken YAML file (and, for --cfg, a bad key or type) in many lines; say
-    it in one first. A sweep's jobs are each composed (and validated) by Hydra alone."""
+    """Hydra reports a broken YAML file and a bad key, type or value in many lines (a sweep: in
+    every job); say it in one first. A sweep's first job is composed and validated here (a key
+    unknown to it is unknown to all); each job is then composed and validated by Hydra."""
     check_yaml_files(args.overrides)
-    if args.cfg and not args.multirun:
-        compose_raw(args.overrides)
+    if args.multirun:
+        first = first_job_overrides(args.overrides)
+        if first is not None:
+            compose_run(first)
+    elif args.cfg or args.info:
+        compose_raw([o for o in args.overrides if not o.startswith(("hydra.", "hydra/"))])
 
 
 def check_arguments(argv: list[str]) -> int:

@@ -143,6 +143,29 @@ def check_override_syntax(overrides: list[str]) -> None:
         previous = text
 
 
+def first_job_overrides(overrides: list[str]) -> list[str] | None:
+    """The overrides of a ``-m`` sweep's first job: each sweep (``a,b``, ``range()``,
+    ``choice()``) at its first value, ``hydra`` keys and groups left out. None when a sweep's
+    values cannot be listed without Hydra's config loader (``glob()``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    out = []
+    for parsed in OverridesParser.create().parse_overrides(overrides):
+        key = parsed.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        if not parsed.is_sweep_override():
+            out.append(parsed.input_line)
+            continue
+        try:
+            first = next(iter(parsed.sweep_string_iterator()))
+        except (HydraException, ValueError, StopIteration):
+            return None
+        out.append(f"{parsed.get_key_element()}={first}")  # the key with its +/++ prefix
+    return out
+
+
 def check_yaml_files(overrides: list[str]) -> None:
     """Raise :class:`ConfigFileError` for a file of ``configs/`` or a recipe named in
     ``overrides`` (every value of a ``recipe=a,b`` sweep) that is not valid YAML, without
