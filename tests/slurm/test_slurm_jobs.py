@@ -6,7 +6,9 @@
   ends on exactly the loss of the uninterrupted job;
 - ``weyl train -m ... hydra/launcher=slurm`` submits through hydra-submitit-launcher; the 2-task
   submitit job, preempted by USR2 (submitit's signal) mid-run, requeues, resumes and trains to
-  that same loss, and ``weyl train -m`` returns once the requeued job reported its result.
+  that same loss, and ``weyl train -m`` returns once the requeued job reported its result;
+- ``weyl atlas ... hydra/launcher=slurm`` sends each method's runs as Slurm jobs into the atlas's
+  own run folders and writes its outputs from them.
 """
 
 from __future__ import annotations
@@ -255,3 +257,29 @@ def test_hydra_submitit_launcher_trains_a_two_task_job_through_a_usr2_preemption
     # Same config and world size as the torchrun job ⇒ the same numbers, whoever launched it.
     reference = read_metrics(reference_job["run_dir"])
     assert [r["loss"] for r in records] == [r["loss"] for r in reference]
+
+
+def test_the_atlas_runs_its_grid_as_slurm_jobs(
+    slurm_cluster: LocalSlurm, slurm_data_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "atlas"
+    env = {**slurm_cluster.env, "WEYL_DATA_DIR": str(slurm_data_dir), "WANDB_MODE": "disabled"}
+    weyl = str(Path(sys.executable).parent / "weyl")
+    grid = ["--methods", "adamw", "adamw2", "--lrs", "0.01", "--widths", "32", "--steps", "20"]
+    done = subprocess.run(
+        [weyl, "atlas", "--out", str(out), *grid, "hydra/launcher=slurm", "hydra.launcher.timeout_min=5"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=4 * JOB_TIMEOUT_S,
+    )  # fmt: skip
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted(out.rglob("*_log.*")))
+    explain = f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}\n{logs}\n{slurm_cluster.log_tail(15)}"
+    assert done.returncode == 0, explain
+    atlas = json.loads((out / "atlas.json").read_text())
+    assert [r["run"] for r in atlas["runs"]] == ["adamw_w32_lr0.01_s0", "adamw2_w32_lr0.01_s0"]
+    for row in atlas["runs"]:
+        run_dir = out / "runs" / row["run"]
+        assert read_status(run_dir)["state"] == "finished", explain
+        meta = json.loads((run_dir / "meta.json").read_text())
+        assert meta.get("slurm_job_id"), meta  # trained inside a Slurm job, not by the atlas
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        evals = [r["eval/loss"] for r in map(json.loads, lines) if "eval/loss" in r]
+        assert row["final_eval_loss"] == evals[-1]
