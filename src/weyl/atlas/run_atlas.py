@@ -78,12 +78,13 @@ def check_grid(grid: AtlasGrid, runs_dir: Path) -> tuple[float, Any]:
     """Compose and validate the first run of every method (a bad override fails here, in one
     line, before anything trains); returns (ℓ₀ = ln(vocab), the first run's typed config)."""
     from weyl.config import ConfigError, compose_run
+    from weyl.config.compose import without_hydra_overrides
     from weyl.train.crash_guard import chance_loss
 
     first = None
     for method in grid.methods:
         point = RunPoint(method, grid.widths[0], grid.lrs[0], grid.seeds[0])
-        overrides = [o for o in grid.run_overrides(point, runs_dir) if not o.startswith("hydra")]
+        overrides = without_hydra_overrides(grid.run_overrides(point, runs_dir))
         try:
             config = compose_run(overrides).config
         except ConfigError as exc:

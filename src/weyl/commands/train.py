@@ -35,6 +35,7 @@ from weyl.config.compose import (
     config_dir,
     first_job_overrides,
     to_plain,
+    without_hydra_overrides,
 )
 from weyl.train.exit_codes import BAD_INPUT, ERROR, INTERRUPTED, worst_exit_code
 from weyl.train.run_status import read_status
@@ -252,7 +253,7 @@ def _check_before_hydra(args: argparse.Namespace) -> None:
         if first is not None:
             compose_run(first)
     elif args.cfg or args.info:
-        compose_raw([o for o in args.overrides if not o.startswith(("hydra.", "hydra/"))])
+        compose_raw(without_hydra_overrides(args.overrides))
 
 
 def check_arguments(argv: list[str]) -> int:

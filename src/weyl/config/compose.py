@@ -143,6 +143,12 @@ def check_override_syntax(overrides: list[str]) -> None:
         previous = text
 
 
+def without_hydra_overrides(overrides: list[str]) -> list[str]:
+    """``overrides`` less Hydra's own (``hydra.*``, ``hydra/<group>=``): what composes a run's
+    config outside Hydra's main."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "hydra="))]
+
+
 def first_job_overrides(overrides: list[str]) -> list[str] | None:
     """The overrides of a ``-m`` sweep's first job: each sweep (``a,b``, ``range()``,
     ``choice()``) at its first value, ``hydra`` keys and groups left out. None when a sweep's
@@ -151,10 +157,7 @@ def first_job_overrides(overrides: list[str]) -> list[str] | None:
     from hydra.errors import HydraException
 
     out = []
-    for parsed in OverridesParser.create().parse_overrides(overrides):
-        key = parsed.key_or_group
-        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
-            continue
+    for parsed in OverridesParser.create().parse_overrides(without_hydra_overrides(overrides)):
         if not parsed.is_sweep_override():
             out.append(parsed.input_line)
             continue
