@@ -104,6 +104,23 @@ def test_unigram_loss_is_the_cross_entropy_of_smoothed_training_frequencies():
     assert unigram_loss(train, val, vocab) == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_large_split_is_counted_on_evenly_spaced_chunks(monkeypatch):
+    import weyl.atlas.reference_levels as levels
+
+    tokens = np.arange(1000) % 7
+    monkeypatch.setattr(levels, "COUNT_CHUNK", 10)
+    monkeypatch.setattr(levels, "MAX_COUNTED", 1000)  # small enough: every token, once
+    assert np.array_equal(np.concatenate(levels.counted_chunks(tokens)), tokens)
+    monkeypatch.setattr(levels, "MAX_COUNTED", 40)  # 4 chunks of 10, first and last at the ends
+    chunks = levels.counted_chunks(tokens)
+    assert [c.tolist() for c in chunks] == [tokens[s : s + 10].tolist() for s in (0, 330, 660, 990)]
+    by_hand = np.zeros(7)
+    for c in chunks:
+        for t in c:
+            by_hand[t] += 1
+    assert np.array_equal(levels.token_counts(tokens, 7), by_hand)
+
+
 @pytest.mark.parametrize("context", [1, 2, 7, 64])
 def test_uniform_causal_entropy_is_the_entropy_of_a_uniform_causal_map(context):
     keep = torch.tril(torch.ones(context, context, dtype=torch.float64))
